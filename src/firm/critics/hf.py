@@ -1,0 +1,132 @@
+"""Load a Hugging Face vision-language model and its processor from a hub id or a local folder.
+
+transformers' Qwen-VL processors insist on a video processor, and every video processor needs torchvision. firm
+judges images only, so where torchvision cannot be imported the processor is rebuilt without one (same tokenizer,
+image processor and chat template): a CPU box with no working torchvision can still load a real critic folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers import AutoConfig, AutoModelForImageTextToText, PreTrainedModel, ProcessorMixin
+
+#: model_type -> processor class name, for the families firm knows how to run without torchvision.
+PROCESSOR_CLASSES = {
+    "qwen2_vl": "Qwen2VLProcessor",
+    "qwen2_5_vl": "Qwen2_5_VLProcessor",
+    "qwen3_vl": "Qwen3VLProcessor",
+    "qwen3_vl_moe": "Qwen3VLProcessor",
+}
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` is bf16 on CUDA and fp32 elsewhere; otherwise the named dtype."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is the first CUDA device when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def torchvision_available() -> bool:
+    if importlib.util.find_spec("torchvision") is None:
+        return False
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # a CUDA torchvision beside a CPU torch fails at import with various errors
+        return False
+    return True
+
+
+def image_only_processor_class(name: str) -> type[ProcessorMixin]:
+    """A subclass of transformers' processor ``name`` whose constructor takes no video processor.
+
+    transformers derives a processor's parts from its ``__init__`` signature, so dropping the argument is enough
+    for ``from_pretrained`` to skip loading (and importing) a video processor.
+    """
+    base = getattr(transformers, name)
+
+    def __init__(self: Any, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None, **kw: Any):
+        base.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kw)
+
+    return type(name, (base,), {"__init__": __init__, "__module__": __name__})
+
+
+def load_processor(model: str | Path, model_type: str, **kwargs: Any) -> ProcessorMixin:
+    """The model's processor; image-only where torchvision is missing. ``kwargs`` go to ``from_pretrained``."""
+    if torchvision_available():
+        processor: ProcessorMixin = transformers.AutoProcessor.from_pretrained(model, **kwargs)
+        return processor
+    if model_type not in PROCESSOR_CLASSES:
+        raise ValueError(
+            f"cannot load a processor for model type {model_type!r} without torchvision; firm knows "
+            f"{', '.join(PROCESSOR_CLASSES)}. Install a torchvision that matches your torch to load others."
+        )
+    cls = image_only_processor_class(PROCESSOR_CLASSES[model_type])
+    loaded: ProcessorMixin = cls.from_pretrained(model, **kwargs)
+    return loaded
+
+
+def load_vlm(
+    model: str | Path,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    max_pixels: int | None = None,
+    min_pixels: int | None = None,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Load a vision-language model for inference, in eval mode, and its processor.
+
+    Args:
+        model: a hub id (``Qwen/Qwen3-VL-8B-Instruct``) or a local Hugging Face folder.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``...
+        dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``float32``, ``bfloat16`` or ``float16``.
+        max_pixels: cap on an image's pixel count after the processor's resize (fewer visual tokens).
+        min_pixels: floor on an image's pixel count.
+        trust_remote_code: run code shipped with the model; off unless you trust its source.
+        attn_implementation: ``sdpa``, ``flash_attention_2``, ``eager``; transformers' default when None.
+
+    Raises:
+        FileNotFoundError: for a local-looking path that does not exist.
+    """
+    if isinstance(model, Path) or str(model).startswith((".", "/", "~")):
+        path = Path(model).expanduser()
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"no Hugging Face model folder at {path} (config.json missing)")
+        model = path
+    torch_device = resolve_device(device)
+    config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+    proc_kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if max_pixels is not None:
+        proc_kwargs["max_pixels"] = max_pixels
+    if min_pixels is not None:
+        proc_kwargs["min_pixels"] = min_pixels
+    processor = load_processor(model, config.model_type, **proc_kwargs)
+    model_kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, torch_device), "trust_remote_code": trust_remote_code}
+    if attn_implementation is not None:
+        model_kwargs["attn_implementation"] = attn_implementation
+    vlm = AutoModelForImageTextToText.from_pretrained(model, **model_kwargs)
+    vlm.to(torch_device).eval()
+    return vlm, processor
+
+
+def read_model_type(folder: str | Path) -> str:
+    """The ``model_type`` in a local folder's config.json."""
+    return str(json.loads((Path(folder) / "config.json").read_text())["model_type"])

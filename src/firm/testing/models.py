@@ -1,0 +1,168 @@
+"""Tiny Qwen2.5-VL and Qwen3-VL critics built from configs with the real transformers classes.
+
+They have random weights, a byte-level tokenizer built in memory (every digit is one token, as in Qwen's real
+vocabulary) and a Qwen-style chat template. Sizes are chosen so that vLLM's CPU build can serve them too:
+text head_dim 32 (its CPU attention needs at least 32), hidden 64, 2 layers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    PreTrainedModel,
+    ProcessorMixin,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2TokenizerFast,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
+)
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from firm.critics.hf import PROCESSOR_CLASSES, image_only_processor_class
+
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+# The Qwen chat layout: <|im_start|>role\n ... <|im_end|>\n, each image as vision_start, image_pad, vision_end.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' or part['type'] == 'image_url' -%}<|vision_start|><|image_pad|><|vision_end|>"
+    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{ '<|im_end|>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+)
+
+CRITIC_FAMILIES = ("qwen3_vl", "qwen2_5_vl")
+
+
+def tiny_tokenizer() -> Qwen2TokenizerFast:
+    """A byte-level BPE tokenizer with no merges (one token per byte) plus Qwen's special tokens."""
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens([AddedToken(tok, special=True, normalized=False) for tok in SPECIAL_TOKENS])
+    tokenizer = Qwen2TokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None
+    )
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def _config(family: str, tokenizer: Qwen2TokenizerFast) -> Qwen3VLConfig | Qwen2_5_VLConfig:
+    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
+    text: dict[str, Any] = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 32,
+        "max_position_embeddings": 4096,
+        "pad_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "bos_token_id": None,
+    }
+    tokens = {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
+    if family == "qwen3_vl":
+        # mrope_section sums to head_dim / 2.
+        text["rope_parameters"] = {
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": [8, 4, 4],
+            "mrope_interleaved": True,
+        }
+        vision = {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "num_position_embeddings": 256,
+            "deepstack_visual_indexes": [0],
+        }
+        return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **tokens)
+    if family == "qwen2_5_vl":
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]}
+        vision = {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 56,
+            "fullatt_block_indexes": [1],
+        }
+        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **tokens)
+    raise ValueError(f"unknown critic family {family!r}; choose one of {', '.join(CRITIC_FAMILIES)}")
+
+
+def build_tiny_critic(
+    family: str = "qwen3_vl", seed: int = 0, max_pixels: int = 64 * 64
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """A tiny random-weight critic model (eval mode, fp32) and its image-only processor.
+
+    Args:
+        family: ``qwen3_vl`` or ``qwen2_5_vl``.
+        seed: seeds the weights; the same seed gives the same model.
+        max_pixels: images are resized to at most this many pixels (few visual tokens keeps tests fast).
+    """
+    tokenizer = tiny_tokenizer()
+    config = _config(family, tokenizer)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    model_cls = Qwen3VLForConditionalGeneration if family == "qwen3_vl" else Qwen2_5_VLForConditionalGeneration
+    model = model_cls(config).eval()
+    torch.random.set_rng_state(generator_state)
+    model.generation_config.pad_token_id = config.text_config.pad_token_id
+    model.generation_config.eos_token_id = config.text_config.eos_token_id
+    patch = config.vision_config.patch_size
+    merge = config.vision_config.spatial_merge_size
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=patch,
+        merge_size=merge,
+        temporal_patch_size=2,
+        min_pixels=(patch * merge) ** 2,
+        max_pixels=max_pixels,
+    )
+    processor_cls = image_only_processor_class(PROCESSOR_CLASSES[family])
+    processor = processor_cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
+    return model, processor
+
+
+def save_tiny_critic(path: str | Path, family: str = "qwen3_vl", seed: int = 0, max_pixels: int = 64 * 64) -> Path:
+    """Build a tiny critic and save it as a Hugging Face folder that ``from_pretrained``, firm and vLLM load."""
+    path = Path(path)
+    model, processor = build_tiny_critic(family, seed, max_pixels)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
