@@ -61,7 +61,9 @@ def image_only_processor_class(name: str) -> type[ProcessorMixin]:
     """
     base = getattr(transformers, name)
 
-    def __init__(self: Any, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None, **kw: Any):
+    def __init__(
+        self: Any, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None, **kw: Any
+    ) -> None:
         base.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kw)
 
     return type(name, (base,), {"__init__": __init__, "__module__": __name__})
