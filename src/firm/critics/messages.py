@@ -27,7 +27,9 @@ def image_placeholder(image: Image.Image) -> dict[str, Any]:
 def encode_image(image: Image.Image, fmt: str = "PNG") -> str:
     """Base64 of the image encoded as PNG (lossless, the default) or JPEG."""
     buf = io.BytesIO()
-    image.convert("RGB").save(buf, format=fmt)
+    # compress_level=1: still lossless, about 4x faster to encode than PIL's default for a few % more bytes.
+    options = {"compress_level": 1} if fmt.upper() == "PNG" else {"quality": 95}
+    image.convert("RGB").save(buf, format=fmt, **options)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
