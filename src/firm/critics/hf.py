@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import transformers
 from transformers import AutoConfig, AutoModelForImageTextToText, PreTrainedModel, ProcessorMixin
+from transformers.image_utils import SizeDict
 
 #: model_type -> processor class name, for the families firm knows how to run without torchvision.
 PROCESSOR_CLASSES = {
@@ -115,18 +116,45 @@ def load_vlm(
         model = path
     torch_device = resolve_device(device)
     config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
-    proc_kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if max_pixels is not None:
-        proc_kwargs["max_pixels"] = max_pixels
-    if min_pixels is not None:
-        proc_kwargs["min_pixels"] = min_pixels
-    processor = load_processor(model, config.model_type, **proc_kwargs)
+    processor = load_processor(model, config.model_type, trust_remote_code=trust_remote_code)
+    if max_pixels is not None or min_pixels is not None:
+        limit_pixels(processor, max_pixels=max_pixels, min_pixels=min_pixels)
     model_kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, torch_device), "trust_remote_code": trust_remote_code}
     if attn_implementation is not None:
         model_kwargs["attn_implementation"] = attn_implementation
     vlm = AutoModelForImageTextToText.from_pretrained(model, **model_kwargs)
     vlm.to(torch_device).eval()
     return vlm, processor
+
+
+def limit_pixels(processor: ProcessorMixin, *, max_pixels: int | None = None, min_pixels: int | None = None) -> None:
+    """Bound the pixel count the processor resizes images to, in place (Qwen-VL style image processors).
+
+    The limits go into the image processor's ``size`` (``longest_edge``/``shortest_edge`` count pixels there), so
+    they hold for every call and are saved with the processor. Passing ``max_pixels`` to ``from_pretrained`` instead
+    leaks it into the tokenizer's init kwargs, from where transformers re-sends it to every call, deprecated.
+
+    Raises:
+        ValueError: for an image processor whose size is not a pixel budget, or limits below 1.
+    """
+    if (max_pixels is not None and max_pixels < 1) or (min_pixels is not None and min_pixels < 1):
+        raise ValueError(f"pixel limits must be at least 1, got max_pixels={max_pixels} min_pixels={min_pixels}")
+    image_processor = processor.image_processor
+    size = dict(image_processor.size)
+    if "longest_edge" not in size or "shortest_edge" not in size:
+        raise ValueError(
+            f"{type(image_processor).__name__} does not size images by pixel count (size={size}); "
+            "max_pixels and min_pixels apply to Qwen-VL style processors only"
+        )
+    if max_pixels is not None:
+        size["longest_edge"] = max_pixels
+        # A floor above the new cap would make every resize fail.
+        size["shortest_edge"] = min(size["shortest_edge"], max_pixels)
+    if min_pixels is not None:
+        size["shortest_edge"] = min_pixels
+    if size["shortest_edge"] > size["longest_edge"]:
+        raise ValueError(f"min_pixels={size['shortest_edge']} is above max_pixels={size['longest_edge']}")
+    image_processor.size = SizeDict(**size)
 
 
 def read_model_type(folder: str | Path) -> str:
