@@ -18,6 +18,7 @@ from firm.commands import UsageError
 COMMANDS = (
     "firm.commands.score",
     "firm.commands.plugins",
+    "firm.worlds.shapes.cli",
 )
 
 

@@ -1,0 +1,1 @@
+"""Synthetic worlds with exact ground truth for every FIRM score (ShapesWorld is the embedded default)."""

@@ -1,0 +1,172 @@
+"""Write ShapesWorld data: critic WebDataset shards, a FIRM-Bench-style bench folder, RL prompt sets.
+
+Formats (docs/shapesworld.md has the full description):
+
+- shards: ``<out>/shapes-<split>-<dimension>-NNNNNN.tar``, one critic sample per key (``firm.data.schema``);
+- bench: ``<out>/bench.jsonl`` plus ``<out>/images/``; one line per sample with id, task, dimension, text, image,
+  source, score and difficulty (and sub_scores for quality);
+- prompts: ``<out>/<split>_metadata.jsonl`` plus ``<out>/images/`` for edits (FIRM's EditRL layout:
+  ``{"prompt", "image"}``), or ``{"prompt"}`` lines for generation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from firm.critics.base import DIMENSIONS
+from firm.data.schema import encode_png, to_wds
+from firm.worlds.shapes.balance import UNIFORM
+from firm.worlds.shapes.world import ShapesWorld
+
+
+def _positive(n: int) -> None:
+    if n < 1:
+        raise ValueError(f"sample count must be at least 1, got {n}")
+
+
+def write_shards(
+    world: ShapesWorld,
+    dimension: str,
+    n: int,
+    out: Path,
+    histogram: Sequence[float] = UNIFORM,
+    shard_size: int = 1000,
+    workers: int = 1,
+    progress: bool = True,
+) -> list[Path]:
+    """Write ``n`` critic samples of ``dimension`` as WebDataset shards; returns the shard paths.
+
+    Shard ``j`` holds samples ``j * shard_size`` onwards, whatever the number of worker processes, and tar headers
+    carry a fixed mtime, so the same arguments give byte-identical shards.
+
+    Raises:
+        ValueError: for an unknown dimension, ``n < 1``, ``workers < 1`` or a bad histogram.
+    """
+    targets = world.targets(dimension, n, histogram)
+    _positive(n)
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [
+        _ShardJob(
+            world,
+            dimension,
+            start,
+            targets[start : start + shard_size],
+            out / f"shapes-{world.split}-{dimension}-{j:06d}.tar",
+        )
+        for j, start in enumerate(range(0, n, shard_size))
+    ]
+    with tqdm(total=n, desc=f"{dimension} shards", unit="sample", disable=not progress) as bar:
+        if workers == 1:
+            for job in jobs:
+                bar.update(job.run())
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for count in pool.map(_ShardJob.run, jobs):
+                    bar.update(count)
+    return [job.path for job in jobs]
+
+
+@dataclass(frozen=True)
+class _ShardJob:
+    """One shard: samples ``start`` onwards with the given target scores (picklable, for worker processes)."""
+
+    world: ShapesWorld
+    dimension: str
+    start: int
+    targets: list[int]
+    path: Path
+
+    def run(self) -> int:
+        # Imported here: webdataset imports torch (seconds), which `firm world --help` and the bench export never need.
+        from webdataset.writer import TarWriter
+
+        with TarWriter(str(self.path), mtime=0) as sink:  # an integer mtime: a float one costs a pax header per file
+            for offset, score in enumerate(self.targets):
+                sink.write(to_wds(self.world.sample(self.dimension, self.start + offset, score)))
+        return len(self.targets)
+
+
+def write_bench(
+    world: ShapesWorld,
+    n: int,
+    out: Path,
+    dimensions: Sequence[str] = tuple(DIMENSIONS),
+    histogram: Sequence[float] = UNIFORM,
+    progress: bool = True,
+) -> Path:
+    """Write a bench folder: ``n`` samples per dimension as ``bench.jsonl`` plus ``images/``; returns the jsonl path.
+
+    Raises:
+        ValueError: for an unknown dimension, ``n < 1`` or a bad histogram.
+    """
+    _positive(n)
+    unknown = [d for d in dimensions if d not in DIMENSIONS]
+    if unknown:
+        raise ValueError(f"unknown dimension {unknown[0]!r}; choose from {', '.join(DIMENSIONS)}")
+    images = out / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    path = out / "bench.jsonl"
+    with (
+        path.open("w", encoding="utf-8") as f,
+        tqdm(total=n * len(dimensions), desc="bench", disable=not progress) as bar,
+    ):
+        for dimension in dimensions:
+            for sample in world.samples(dimension, n, histogram):
+                (images / f"{sample.key}.png").write_bytes(encode_png(sample.image))
+                source = None
+                if sample.source is not None:
+                    source = f"images/{sample.key}_src.png"
+                    (out / source).write_bytes(encode_png(sample.source))
+                line: dict[str, Any] = {
+                    "id": sample.key,
+                    "task": sample.task,
+                    "dimension": sample.dimension,
+                    "text": sample.text,
+                    "image": f"images/{sample.key}.png",
+                    "source": source,
+                    "score": sample.score,
+                    "difficulty": sample.provenance["difficulty"],
+                }
+                if sample.sub_scores is not None:
+                    line["sub_scores"] = list(sample.sub_scores)
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+                bar.update()
+    return path
+
+
+def write_prompts(world: ShapesWorld, task: str, n: int, out: Path, progress: bool = True) -> Path:
+    """Write an RL prompt set of ``n`` prompts for ``task`` ("edit" or "gen"); returns the jsonl path.
+
+    Edit lines are ``{"id", "prompt", "image": "images/<id>.png"}`` with the source images beside them, the layout
+    of FIRM's EditRL loader; gen lines are ``{"id", "prompt"}``.
+
+    Raises:
+        ValueError: for an unknown task or ``n < 1``.
+    """
+    if task not in ("edit", "gen"):
+        raise ValueError(f"unknown task {task!r}; choose edit or gen")
+    _positive(n)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{world.split}_metadata.jsonl"
+    if task == "edit":
+        (out / "images").mkdir(exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for index in tqdm(range(n), desc=f"{task} prompts", disable=not progress):
+            if task == "edit":
+                prompt = world.edit_prompt(index)
+                image = f"images/{prompt.key}.png"
+                (out / image).write_bytes(encode_png(world.render(prompt.source)))
+                line = {"id": prompt.key, "prompt": prompt.instruction, "image": image}
+            else:
+                line = {"id": world.key("gen-prompt", index), "prompt": world.gen_prompt(index)}
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return path
