@@ -9,7 +9,8 @@ def test_firm_plugins_lists_builtins_and_an_allowed_plugin(capsys, monkeypatch):
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["group", "name", "class", "distribution", "version"]
     rows = {tuple(line.split()[:2]): line.split() for line in out[1:]}
-    assert rows[("firm.rewards", "cme")][2:] == ["firm.rewards.strategies:ConsistencyModulatedExecution", "firm", "0.1.0"]
+    cme_class = "firm.rewards.strategies:ConsistencyModulatedExecution"
+    assert rows[("firm.rewards", "cme")][2:] == [cme_class, "firm", "0.1.0"]
     assert rows[("firm.rewards", "geometric_mean")][2:] == ["firm_example:GeometricMean", "firm-example", "0.1.0"]
     assert ("firm.critics", "generative") in rows
 

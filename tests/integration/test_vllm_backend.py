@@ -101,3 +101,21 @@ def test_vllm_greedy_answer_equals_in_process_transformers(
     # equal (above), so the texts are compared without that tail.
     assert [v.raw.rstrip("\ufffd") for v in served_verdicts] == [v.raw.rstrip("\ufffd") for v in local_verdicts]
     assert [v.score for v in served_verdicts] == [v.score for v in local_verdicts]
+
+
+def test_firm_score_cli_through_the_openai_backend(served: tuple[Path, VLLMServer], capsys) -> None:
+    """`firm score --critic openai` against the served critic prints both verdicts and the CME reward block."""
+    from firm.cli import main
+
+    _, server = served
+    example = json.loads((EDIT_PAIR / "example.json").read_text())
+    argv = ["score", "--critic", "openai", "--base-url", server.base_url, "--model", server.model]
+    argv += ["--source", str(EDIT_PAIR / example["input_image"]), "--image", str(EDIT_PAIR / example["output_image"])]
+    argv += ["--instruction", example["instruction"]]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["verdicts"]) == {"execution", "consistency"}
+    assert all(v["raw"] for v in result["verdicts"].values())
+    valid = all(v["valid"] for v in result["verdicts"].values())
+    assert result["reward"]["name"] == "cme" and result["reward"]["valid"] is valid
+    assert (result["reward"]["total"] is None) is (not valid)

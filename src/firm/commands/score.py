@@ -80,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
 
         return score_jsonl(args)
     sample = parse_sample(vars(args), base=Path.cwd())
+    reward = resolve_reward(args.reward, sample["task"], sample["dimensions"])  # checked before a model loads
     critic = build_critic(args)
-    reward = resolve_reward(args.reward, sample["task"], sample["dimensions"])
     result = judge_samples(critic, [sample], [reward])[0]
     print(json.dumps(result, indent=2, ensure_ascii=False))
     return 0

@@ -65,25 +65,28 @@ def score_jsonl(args: argparse.Namespace) -> int:
     with args.output.open("a") as out, tqdm(total=len(todo), unit="sample", desc="firm score") as bar:
         for start in range(0, len(todo), args.chunk):
             chunk = todo[start : start + args.chunk]
-            samples, lines = [], []
+            records: list[dict[str, Any]] = []  # one per line of the chunk, written in input order
+            samples, slots = [], []
             for row in chunk:
                 head = {"line": row["_line"], **({"id": row["id"]} if "id" in row else {})}
                 try:
                     samples.append(parse_sample(row, base=args.input.parent, default_dimensions=args.dimensions))
-                    lines.append(head)
+                    slots.append(len(records))
                 except UsageError as exc:
                     counts["errors"] += 1
-                    out.write(json.dumps({**head, "error": str(exc)}) + "\n")
+                    head["error"] = str(exc)
+                records.append(head)
             rewards = []
             for sample in samples:
                 key = (sample["task"], tuple(sample["dimensions"]))
                 if key not in rewards_cache:
                     rewards_cache[key] = resolve_reward(args.reward, *key)
                 rewards.append(rewards_cache[key])
-            for head, result in zip(lines, judge_samples(critic, samples, rewards), strict=True):
+            for slot, result in zip(slots, judge_samples(critic, samples, rewards), strict=True):
                 counts["scored"] += 1
                 counts["invalid_verdicts"] += sum(not v["valid"] for v in result["verdicts"].values())
-                out.write(json.dumps({**head, **result}, ensure_ascii=False) + "\n")
+                records[slot].update(result)
+            out.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
             out.flush()
             bar.update(len(chunk))
     print(json.dumps({"output": str(args.output), **counts}), file=sys.stderr)
