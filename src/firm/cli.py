@@ -19,6 +19,7 @@ COMMANDS = (
     "firm.commands.score",
     "firm.commands.plugins",
     "firm.worlds.shapes.cli",
+    "firm.bench.cli",
 )
 
 

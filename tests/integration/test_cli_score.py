@@ -81,6 +81,8 @@ def test_score_a_generation_with_the_score_token_critic(critic_dir, edit_pair, c
         (["--image", "{ok}", "--prompt", "x", "--base-url", "http://x"], "does not take --base-url"),
         (["--image", "{ok}", "--prompt", "x", "--reward", "nope"], "no reward named 'nope'"),
         (["--image", "{ok}", "--prompt", "x", "--model", "{missing_dir}"], "no Hugging Face model folder"),
+        (["--image", "{ok}", "--prompt", "x", "--template", "quality=./nowhere.txt"], "nowhere.txt"),
+        (["--image", "{ok}", "--prompt", "x", "--template", "quality"], "DIM=NAME_OR_PATH"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, critic_dir, capsys, extra, message):

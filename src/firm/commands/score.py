@@ -58,6 +58,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     how.add_argument("--batch-size", dest="batch_size", type=int, help="requests per forward batch")
     how.add_argument(
         "--template",
+        dest="templates",
         action="append",
         default=[],
         metavar="DIM=NAME_OR_PATH",
@@ -168,6 +169,8 @@ def build_critic(args: argparse.Namespace) -> Any:
     if "templates" in given:
         given["templates"] = _parse_templates(given["templates"])
     accepted = inspect.signature(cls).parameters
+    if "max_new_tokens" in given and "max_new_tokens_per_dimension" in accepted:
+        given["max_new_tokens_per_dimension"] = {}  # --max-new-tokens is the budget of every dimension
     refused = sorted(flag for flag in given if flag not in accepted)
     if refused:
         names = ", ".join("--" + flag.replace("_", "-") for flag in refused)

@@ -76,6 +76,13 @@ class InProcessCritic(Critic):
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        # Every template is read before the model loads, so a wrong name or a broken file fails in a second.
+        chosen = templates or {}
+        for dimension in chosen:
+            task_of(dimension)
+        self.templates: dict[str, PromptTemplate] = {
+            dim: load_template(chosen[dim]) if dim in chosen else default_template(dim) for dim in DIMENSIONS
+        }
         loading: dict[str, Any] = {
             "max_pixels": max_pixels,
             "device": device,
@@ -96,13 +103,6 @@ class InProcessCritic(Critic):
         self.batch_size = batch_size
         self.score_range = score_range
         self.progress = progress
-        # Every template is read now, so a wrong name or a broken file fails at construction, not mid-run.
-        chosen = templates or {}
-        for dimension in chosen:
-            task_of(dimension)
-        self.templates: dict[str, PromptTemplate] = {
-            dim: load_template(chosen[dim]) if dim in chosen else default_template(dim) for dim in DIMENSIONS
-        }
 
     @classmethod
     def from_model(cls: type[_C], model: PreTrainedModel, processor: ProcessorMixin, **settings: Any) -> _C:
