@@ -20,6 +20,7 @@ COMMANDS = (
     "firm.commands.plugins",
     "firm.worlds.shapes.cli",
     "firm.bench.cli",
+    "firm.serving.cli",
 )
 
 

@@ -84,8 +84,11 @@ class JudgeRequest:
     requirement: str = ""
 
     def __post_init__(self) -> None:
-        if task_of(self.dimension) == "edit" and self.source is None:
+        task = task_of(self.dimension)
+        if task == "edit" and self.source is None:
             raise ValueError(f"a {self.dimension} request judges an edit and needs the source image")
+        if task == "gen" and self.source is not None:
+            raise ValueError(f"a {self.dimension} request judges a generation and takes no source image")
 
     @property
     def task(self) -> Task:

@@ -1,0 +1,221 @@
+"""The judging service behind the routes: one model thread, dynamic batching, idempotent retries and a journal.
+
+Every call into the critic runs on a single worker thread (models are not thread-safe), fed by a
+:class:`~firm.serving.batcher.MicroBatcher`. Items carry a client-chosen id; the service remembers recent results by
+``(id, dimension)``, so a client that retries after a lost answer gets the first result instead of a second judgement,
+and a retry that arrives while the item is still being judged waits for that same judgement. With a journal file,
+each judged item is appended as one JSON line *before* its answer is sent, and the file is read back at start-up: a
+retry that reaches a restarted server is answered from the journal, so no item is judged twice even across a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from firm.critics.base import Critic, JudgeRequest, Verdict
+from firm.serving.batcher import MicroBatcher
+from firm.serving.metrics import ServerMetrics
+from firm.serving.protocol import ParsedItem, ProtocolError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class _Job:
+    request: JudgeRequest
+    id: str | None
+    digest: str
+
+
+class JudgeService:
+    """Judges parsed items with ``critic``, batching across concurrent requests.
+
+    Args:
+        critic: the hosted critic.
+        metrics: where batch sizes, verdict validity and cache hits are counted.
+        max_batch_size: most items per ``critic.judge`` call.
+        max_wait_s: longest an item waits for others to join its batch.
+        max_pending: most items queued for the critic; beyond it requests get 503 and clients back off.
+        cache_size: how many recent results by id are kept for idempotent retries.
+        journal: a JSON-lines file of judged items, appended to and replayed at start-up; None for none.
+    """
+
+    def __init__(
+        self,
+        critic: Critic,
+        metrics: ServerMetrics,
+        max_batch_size: int = 16,
+        max_wait_s: float = 0.01,
+        max_pending: int = 4096,
+        cache_size: int = 65_536,
+        journal: Path | None = None,
+    ) -> None:
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
+        self.critic = critic
+        self.metrics = metrics
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.max_pending = max_pending
+        self.cache_size = cache_size
+        self.journal_path = journal
+        #: The one thread that runs the model.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="firm-critic")
+        self._cache: OrderedDict[tuple[str, str], tuple[str, Verdict | asyncio.Future[Verdict]]] = OrderedDict()
+        self._journal: IO[str] | None = None
+        self._batchers: list[MicroBatcher[Any, Any]] = []
+        self._judge: MicroBatcher[_Job, Verdict] | None = None
+
+    async def start(self) -> None:
+        """Replay the journal, open it for appending and start batching. Call on the serving event loop."""
+        if self.journal_path is not None:
+            self._replay(self.journal_path)
+            self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+            self._journal = self.journal_path.open("a", encoding="utf-8")
+        self._judge = self.batcher(self._judge_batch, self.max_batch_size, self._record_batch)
+
+    def batcher(
+        self,
+        fn: Callable[[list[T]], Sequence[R]],
+        max_batch_size: int,
+        on_batch: Callable[[list[T], Sequence[R] | None, float], None] | None = None,
+    ) -> MicroBatcher[T, R]:
+        """A started batcher whose batches run on the model thread; closed with the service."""
+        batcher: MicroBatcher[T, R] = MicroBatcher(
+            fn, max_batch_size, self.max_wait_s, self.executor, self.max_pending, on_batch
+        )
+        batcher.start()
+        self._batchers.append(batcher)
+        return batcher
+
+    @property
+    def pending(self) -> int:
+        """Items waiting for the model thread."""
+        return sum(b.pending for b in self._batchers)
+
+    @property
+    def running(self) -> int:
+        """Items the model thread is working on."""
+        return sum(b.running for b in self._batchers)
+
+    async def close(self) -> None:
+        """Finish every queued item, then stop the model thread and close the journal."""
+        for batcher in self._batchers:
+            await batcher.close()
+        self.executor.shutdown(wait=True)
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    async def judge(self, items: Sequence[ParsedItem]) -> list[Verdict]:
+        """Verdicts for ``items``, in order; repeated ids are answered from the cache (or the journal).
+
+        Raises:
+            ProtocolError: 409 when an id was already used for a different item.
+            BatcherClosed: while shutting down; BatcherFull: when the queue is full.
+        """
+        assert self._judge is not None, "start() the service first"
+        for item in items:
+            entry = self._cache.get((item.id, item.request.dimension)) if item.id is not None else None
+            if entry is not None and entry[0] != item.digest:
+                raise ProtocolError(
+                    409,
+                    "id_conflict",
+                    f"id {item.id!r} ({item.request.dimension}) was already used for a different item; "
+                    "give every item its own id",
+                )
+        futures: list[asyncio.Future[Verdict]] = []
+        for item in items:
+            if item.id is None:
+                futures.append(self._judge.submit(_Job(item.request, None, item.digest)))
+                continue
+            key = (item.id, item.request.dimension)
+            entry = self._cache.get(key)
+            if entry is not None:
+                self.metrics.items_cached += 1
+                futures.append(_resolved(entry[1]))
+                continue
+            future = self._judge.submit(_Job(item.request, item.id, item.digest))
+            self._remember(key, item.digest, future)
+            future.add_done_callback(partial(self._settle, key, item.digest))
+            futures.append(future)
+        # shield: a cancelled request must not cancel a judgement that a retry of it may be waiting for.
+        return list(await asyncio.gather(*(asyncio.shield(f) for f in futures)))
+
+    def _judge_batch(self, jobs: list[_Job]) -> list[Verdict]:
+        """Runs on the model thread."""
+        verdicts = self.critic.judge([job.request for job in jobs])
+        if self._journal is not None:
+            stamp = time.time()
+            lines = [
+                json.dumps(
+                    {"id": job.id, "digest": job.digest, "time": stamp, "verdict": verdict.to_dict()},
+                    ensure_ascii=False,
+                )
+                + "\n"
+                for job, verdict in zip(jobs, verdicts, strict=True)
+                if job.id is not None
+            ]
+            # One write per batch, flushed before any answer leaves: a crash after it cannot lose a sent result.
+            self._journal.write("".join(lines))
+            self._journal.flush()
+        return verdicts
+
+    def _record_batch(self, jobs: list[_Job], verdicts: Sequence[Verdict] | None, seconds: float) -> None:
+        self.metrics.record_batch(len(jobs), seconds, verdicts)
+
+    def _remember(self, key: tuple[str, str], digest: str, value: Verdict | asyncio.Future[Verdict]) -> None:
+        if self.cache_size == 0:
+            return
+        self._cache[key] = (digest, value)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def _settle(self, key: tuple[str, str], digest: str, future: asyncio.Future[Verdict]) -> None:
+        entry = self._cache.get(key)
+        if entry is None or entry[1] is not future:
+            return
+        if future.cancelled() or future.exception() is not None:
+            del self._cache[key]  # a failed judgement is retried, not replayed
+        else:
+            self._cache[key] = (digest, future.result())
+
+    def _replay(self, path: Path) -> None:
+        if not path.is_file():
+            return
+        loaded = skipped = 0
+        with path.open(encoding="utf-8") as lines:
+            for line in lines:
+                try:
+                    record = json.loads(line)
+                    verdict = Verdict.from_dict(record["verdict"])
+                    key = (str(record["id"]), verdict.dimension)
+                    digest = str(record["digest"])
+                except (ValueError, KeyError, TypeError):
+                    skipped += 1  # a line cut by a crash mid-write: that item was never answered
+                    continue
+                self._remember(key, digest, verdict)
+                loaded += 1
+        log.info("journal %s: %d results replayed, %d unreadable lines skipped", path, loaded, skipped)
+
+
+def _resolved(value: Verdict | asyncio.Future[Verdict]) -> asyncio.Future[Verdict]:
+    if isinstance(value, asyncio.Future):
+        return value
+    future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
