@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from firm.commands import UsageError
+from firm.commands.score import add_critic_arguments
 
 if TYPE_CHECKING:
     from firm.bench.result import CriticResult, PairBy
@@ -67,18 +68,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     bench.add_argument("--limit", type=int, help="use only the first N samples")
     bench.add_argument("--strict", action="store_true", help="fail on a bad bench record instead of skipping it")
     critics = parser.add_argument_group("critics (one from flags, more from --critic-config, hosted ones as files)")
-    critics.add_argument("--critic", help="registered critic name or class path (generative when --model is given)")
+    add_critic_arguments(critics, critic_default=None)
     critics.add_argument("--critic-name", help="row name of the --critic/--model critic (default: the model folder)")
-    critics.add_argument("--model", help="hub id or local Hugging Face folder (or the served model name)")
-    critics.add_argument("--base-url", dest="base_url", help="OpenAI-compatible server URL, for --critic openai")
-    critics.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
-    critics.add_argument("--dtype", help="auto, float32, bfloat16, float16")
-    critics.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help="generation budget per answer")
-    critics.add_argument("--max-pixels", dest="max_pixels", type=int, help="cap on image pixels seen by the critic")
-    critics.add_argument("--batch-size", dest="batch_size", type=int, help="requests per forward batch of the critic")
-    critics.add_argument(
-        "--template", dest="templates", action="append", default=[], metavar="DIM=NAME_OR_PATH", help="repeatable"
-    )
     critics.add_argument("--critic-config", type=Path, action="append", default=[], metavar="FILE", help="repeatable")
     critics.add_argument(
         "--predictions", action="append", default=[], metavar="NAME=PATH", help="precomputed predictions; repeatable"

@@ -48,15 +48,29 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     batch.add_argument("--resume", action="store_true", help="keep lines already in --output and score the rest")
     batch.add_argument("--chunk", type=int, default=64, help="lines judged per step (default 64)")
     how = parser.add_argument_group("critic and reward")
-    how.add_argument("--critic", default="generative", help="registered critic name or class path (generative)")
-    how.add_argument("--model", help="hub id or local Hugging Face folder (or the served model name)")
-    how.add_argument("--base-url", dest="base_url", help="OpenAI-compatible server URL, for --critic openai")
-    how.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
-    how.add_argument("--dtype", help="auto, float32, bfloat16, float16")
-    how.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help="generation budget per answer")
-    how.add_argument("--max-pixels", dest="max_pixels", type=int, help="cap on image pixels seen by the critic")
-    how.add_argument("--batch-size", dest="batch_size", type=int, help="requests per forward batch")
+    add_critic_arguments(how)
     how.add_argument(
+        "--dimensions", help="comma list; default execution,consistency for edits, instruction,quality for generations"
+    )
+    how.add_argument("--reward", help="registered reward name or class path; default cme (edit) / qma (gen); 'none'")
+    return parser
+
+
+def add_critic_arguments(group: Any, critic_default: str | None = "generative") -> None:
+    """The flags that choose and configure a critic, shared by ``firm score``, ``firm bench`` and ``firm serve``.
+
+    :func:`build_critic` passes each flag that was given to the critic, if the critic takes it.
+    """
+    default_note = f" ({critic_default})" if critic_default else " (generative when --model is given)"
+    group.add_argument("--critic", default=critic_default, help=f"registered critic name or class path{default_note}")
+    group.add_argument("--model", help="hub id or local Hugging Face folder (or the served model name)")
+    group.add_argument("--base-url", dest="base_url", help="server URL, for --critic openai or remote")
+    group.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
+    group.add_argument("--dtype", help="auto, float32, bfloat16, float16")
+    group.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help="token budget of every answer")
+    group.add_argument("--max-pixels", dest="max_pixels", type=int, help="cap on image pixels seen by the critic")
+    group.add_argument("--batch-size", dest="batch_size", type=int, help="requests per forward batch of the critic")
+    group.add_argument(
         "--template",
         dest="templates",
         action="append",
@@ -64,11 +78,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="DIM=NAME_OR_PATH",
         help="prompt template for a dimension, e.g. execution=./my_exec.txt (repeatable)",
     )
-    how.add_argument(
-        "--dimensions", help="comma list; default execution,consistency for edits, instruction,quality for generations"
-    )
-    how.add_argument("--reward", help="registered reward name or class path; default cme (edit) / qma (gen); 'none'")
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

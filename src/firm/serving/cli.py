@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from firm.commands import UsageError
+from firm.commands.score import add_critic_arguments
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -30,22 +31,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     critic = parser.add_argument_group("critic and reward (the same flags as firm score)")
-    critic.add_argument("--critic", default="generative", help="registered critic name or class path (generative)")
-    critic.add_argument("--model", help="hub id or local Hugging Face folder (or the model name of --critic openai)")
-    critic.add_argument("--base-url", dest="base_url", help="OpenAI-compatible server URL, for --critic openai")
-    critic.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
-    critic.add_argument("--dtype", help="auto, float32, bfloat16, float16")
-    critic.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help="generation budget per answer")
-    critic.add_argument("--max-pixels", dest="max_pixels", type=int, help="cap on image pixels seen by the critic")
-    critic.add_argument("--batch-size", dest="batch_size", type=int, help="requests per forward batch of the critic")
-    critic.add_argument(
-        "--template",
-        dest="templates",  # the name build_critic passes on to the critic
-        action="append",
-        default=[],
-        metavar="DIM=NAME_OR_PATH",
-        help="prompt template for a dimension, e.g. execution=./my_exec.txt (repeatable)",
-    )
+    add_critic_arguments(critic)
     critic.add_argument("--reward", help="reward strategy served on /v1/reward (cme, qma, ...); none by default")
     net = parser.add_argument_group("network and security")
     net.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1); others need a token")
