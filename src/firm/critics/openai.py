@@ -16,20 +16,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import random
 import re
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from firm.critics.base import DIMENSIONS, FIRM_RANGE, Critic, JudgeRequest, ScoreRange, Verdict, task_of
+from firm.critics.http import PooledHttp, read_secret, retry_after
 from firm.critics.messages import build_messages, image_data_url
 from firm.critics.parsing import parse_verdict
 from firm.prompts import PromptTemplate, default_template, load_template
@@ -149,7 +146,7 @@ class OpenAICompatibleCritic(Critic):
         self.logprobs = logprobs
         self.score_range = score_range
         self.extra_body = dict(extra_body or {})
-        self._api_key = _read_api_key(api_key_env, api_key_file)
+        self._api_key = read_secret(api_key_env, api_key_file, "api_key_file")
         # Every template is read now, so a wrong name or a broken file fails at construction, not mid-run.
         chosen = templates or {}
         for dimension in chosen:
@@ -157,9 +154,7 @@ class OpenAICompatibleCritic(Critic):
         self.templates: dict[str, PromptTemplate] = {
             dim: load_template(chosen[dim]) if dim in chosen else default_template(dim) for dim in DIMENSIONS
         }
-        self._client: httpx.Client | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
+        self._http = PooledHttp(self._api_key, timeout_s, concurrency, concurrency, "firm-openai-critic")
         # Set once any HTTP answer arrives; before that, a batch of pure connection failures is a config error.
         self._reached = False
 
@@ -191,7 +186,7 @@ class OpenAICompatibleCritic(Critic):
         for request in requests:
             for image in request.images:
                 image.load()
-        client, pool = self._open()
+        client, pool = self._http.open()
         outcomes = list(pool.map(partial(self._judge_one, client), requests, prompts))
         if not self._reached and all(o.connect_error for o in outcomes):
             raise ConnectionError(
@@ -202,12 +197,7 @@ class OpenAICompatibleCritic(Critic):
 
     def close(self) -> None:
         """Close the connections and worker threads; a later :meth:`judge` opens new ones."""
-        with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-            if self._client is not None:
-                self._client.close()
-            self._client, self._pool = None, None
+        self._http.close()
 
     def request_body(self, request: JudgeRequest, prompt: str) -> dict[str, Any]:
         """The JSON body sent for one request (images as data URLs, source first, then the prompt text)."""
@@ -223,15 +213,6 @@ class OpenAICompatibleCritic(Critic):
             body["top_logprobs"] = min(MAX_TOP_LOGPROBS, self.score_range.size + 5)
         body.update(self.extra_body)
         return body
-
-    def _open(self) -> tuple[httpx.Client, ThreadPoolExecutor]:
-        with self._lock:
-            if self._client is None or self._pool is None:
-                headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-                limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-                self._client = httpx.Client(headers=headers, timeout=self.timeout_s, limits=limits)
-                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="firm-openai-critic")
-            return self._client, self._pool
 
     def _judge_one(self, client: httpx.Client, request: JudgeRequest, prompt: str) -> _Outcome:
         body = self.request_body(request, prompt)
@@ -268,7 +249,7 @@ class OpenAICompatibleCritic(Critic):
         status = response.status_code
         if status == 429 or status >= 500:
             message = _error_message(response)
-            raise _Retryable(f"server answered {status}: {message}", retry_after=_retry_after(response))
+            raise _Retryable(f"server answered {status}: {message}", retry_after=retry_after(response))
         if status >= 400:
             raise _Failed(f"server refused the request with {status}: {_error_message(response)}")
         try:
@@ -345,17 +326,6 @@ def score_distribution(
     return tuple(p / total for p in probs.values())
 
 
-def _read_api_key(api_key_env: str | None, api_key_file: str | None) -> str | None:
-    if api_key_file is not None:
-        path = Path(api_key_file).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"api_key_file {path} does not exist")
-        return path.read_text().strip() or None
-    if api_key_env is None:
-        return None
-    return os.environ.get(api_key_env) or None
-
-
 def _error_message(response: httpx.Response) -> str:
     """The server's error message: OpenAI's ``{"error": {"message"}}``, vLLM's older ``{"message"}``, else the text."""
     try:
@@ -370,13 +340,3 @@ def _error_message(response: httpx.Response) -> str:
             if isinstance(data.get(key), str):
                 return str(data[key])
     return response.text[:500]
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """The ``Retry-After`` header in seconds; the HTTP-date form is ignored (backoff applies)."""
-    value = response.headers.get("retry-after", "")
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None

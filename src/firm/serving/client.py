@@ -21,20 +21,18 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import random
 import threading
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from firm.critics.base import FIRM_RANGE, Critic, JudgeRequest, ScoreRange, Verdict
+from firm.critics.http import PooledHttp, read_secret, retry_after
 from firm.critics.messages import encode_image
 from firm.serving.protocol import ROUTE_JUDGE, TOKEN_ENV
 
@@ -109,10 +107,10 @@ class RemoteCritic(Critic):
         self.max_backoff_s = max_backoff_s
         self.image_format = image_format.upper()
         self.score_range = score_range
-        self._token = _read_token(token_env, token_file)
+        self._token = read_secret(token_env, token_file, "token_file")
         self._next_url = itertools.count()
-        self._client: httpx.Client | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        connections = concurrency * len(self.urls)
+        self._http = PooledHttp(self._token, timeout_s, connections, concurrency, "firm-remote-critic")
         self._lock = threading.Lock()
         #: Attempts that failed and were retried, since construction (for logs and tests).
         self.retries = 0
@@ -127,7 +125,7 @@ class RemoteCritic(Critic):
         """
         if not requests:
             return []
-        client, pool = self._open()
+        client, pool = self._http.open()
         chunks = [requests[k : k + self.batch_size] for k in range(0, len(requests), self.batch_size)]
         verdicts: list[Verdict] = []
         for chunk_verdicts in pool.map(partial(self._judge_chunk, client), chunks):
@@ -136,12 +134,7 @@ class RemoteCritic(Critic):
 
     def close(self) -> None:
         """Close the connections and worker threads; a later :meth:`judge` opens new ones."""
-        with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-            if self._client is not None:
-                self._client.close()
-            self._client, self._pool = None, None
+        self._http.close()
 
     def item(self, request: JudgeRequest, item_id: str) -> dict[str, Any]:
         """The JSON item sent for ``request``."""
@@ -155,16 +148,6 @@ class RemoteCritic(Critic):
         if request.source is not None:
             out["source"] = encode_image(request.source, self.image_format)
         return out
-
-    def _open(self) -> tuple[httpx.Client, ThreadPoolExecutor]:
-        with self._lock:
-            if self._client is None or self._pool is None:
-                headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
-                connections = self.concurrency * len(self.urls)
-                limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-                self._client = httpx.Client(headers=headers, timeout=self.timeout_s, limits=limits)
-                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="firm-remote-critic")
-            return self._client, self._pool
 
     def _judge_chunk(self, client: httpx.Client, chunk: Sequence[JudgeRequest]) -> list[Verdict]:
         # Ids are fixed before the first attempt: every retry of an item carries the same one.
@@ -203,7 +186,7 @@ class RemoteCritic(Critic):
         attempt = 0
         while True:
             url = self.urls[next(self._next_url) % len(self.urls)] + ROUTE_JUDGE
-            retry_after: float | None = None
+            hint: float | None = None
             try:
                 response = client.post(url, json=body)
             except httpx.TransportError as err:  # refused, reset, timed out: the server is down or restarting
@@ -212,10 +195,10 @@ class RemoteCritic(Critic):
                 if response.status_code not in RETRY_STATUSES:
                     return response.status_code, _json(response)
                 failure = f"{response.status_code} from {url}: {_error_message(_json(response))}"
-                retry_after = _retry_after(response)
+                hint = retry_after(response)
             delay = min(self.backoff_s * 2**attempt, self.max_backoff_s) * random.uniform(0.5, 1.0)
-            if retry_after is not None:
-                delay = min(max(delay, retry_after), self.max_backoff_s)
+            if hint is not None:
+                delay = min(max(delay, hint), self.max_backoff_s)
             if time.monotonic() + delay > deadline:
                 raise ConnectionError(
                     f"firm serve did not answer within retry_timeout_s={self.retry_timeout_s:g} "
@@ -226,17 +209,6 @@ class RemoteCritic(Critic):
                 self.retries += 1
             time.sleep(delay)
             attempt += 1
-
-
-def _read_token(token_env: str | None, token_file: str | None) -> str | None:
-    if token_file is not None:
-        path = Path(token_file).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"token_file {path} does not exist")
-        return path.read_text().strip() or None
-    if token_env is None:
-        return None
-    return os.environ.get(token_env, "").strip() or None
 
 
 def _json(response: httpx.Response) -> Any:
@@ -250,10 +222,3 @@ def _error_message(answer: Any) -> str:
     if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
         return str(answer["error"].get("message", answer["error"]))
     return str(answer)[:500]
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return max(0.0, float(response.headers.get("retry-after", "")))
-    except ValueError:
-        return None
