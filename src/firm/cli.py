@@ -21,7 +21,16 @@ COMMANDS = (
     "firm.worlds.shapes.cli",
     "firm.bench.cli",
     "firm.serving.cli",
+    "firm.commands.export",
 )
+
+#: Lightning's own subcommands, run by firm's LightningCLI (``firm.fit``) on a recipe.
+LIGHTNING_COMMANDS = {
+    "fit": "train a task from a recipe: firm fit -c recipes/debug/critic_sft_tiny.yaml",
+    "validate": "validate a task from a recipe",
+    "test": "test a task from a recipe",
+    "predict": "predict with a task from a recipe",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"firm {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, summary in LIGHTNING_COMMANDS.items():
+        # Listed for --help only: main() hands these to LightningCLI before argparse sees them.
+        subparsers.add_parser(name, help=f"{summary} (see firm {name} --help)", add_help=False)
     for module in COMMANDS:
         sub = importlib.import_module(module).add_parser(subparsers)
         sub.set_defaults(_run=module)
@@ -38,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``firm`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words and words[0] in LIGHTNING_COMMANDS:
+        from firm.fit import main as lightning_main
+
+        return lightning_main(argv)  # None: LightningCLI reads sys.argv itself
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

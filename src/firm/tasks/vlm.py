@@ -1,0 +1,126 @@
+"""Where a trained critic's vision-language model comes from: a hub id or folder, or a tiny one built from a config.
+
+A task receives one of these (YAML picks the ``class_path``) and calls :meth:`VLMSource.build_model` when the
+trainer asks it to build the model (inside DeepSpeed's ZeRO-3 partitioning context when that is on).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoConfig, AutoModelForImageTextToText, PreTrainedModel, ProcessorMixin
+
+from firm.critics.hf import load_processor, resolve_dtype
+
+__all__ = ["PretrainedVLM", "TinyVLM", "VLMSource", "model_type_of"]
+
+
+def model_type_of(path: str | Path, trust_remote_code: bool = False) -> str:
+    """The ``model_type`` of a hub id or a local folder (``qwen3_vl``, ``qwen2_5_vl``...)."""
+    return str(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code).model_type)
+
+
+class VLMSource(ABC):
+    """Builds a critic's model and processor."""
+
+    @abstractmethod
+    def build_model(self, deepspeed_config: dict[str, Any] | None = None) -> PreTrainedModel:
+        """The model with its starting weights, on the CPU.
+
+        Args:
+            deepspeed_config: the DeepSpeed config of the running strategy (None for other strategies). The task
+                builds the model inside DeepSpeed's ZeRO-3 partitioning context when the config asks for stage 3.
+        """
+
+    @abstractmethod
+    def build_processor(self) -> ProcessorMixin:
+        """The model's processor (tokenizer, image processor, chat template)."""
+
+    @property
+    def base_path(self) -> str | None:
+        """Hub id or folder the weights come from, recorded as the base of an exported LoRA adapter; None when the
+        model exists only in memory."""
+        return None
+
+
+class PretrainedVLM(VLMSource):
+    """A vision-language model from the hub or a local Hugging Face folder (Qwen3-VL, Qwen2.5-VL...).
+
+    Args:
+        path: hub id (``Qwen/Qwen3-VL-8B-Instruct``) or local folder.
+        dtype: dtype the weights load in: ``float32``, ``bfloat16`` or ``float16``. With mixed precision the
+            optimizer keeps fp32 master weights either way; ``bfloat16`` halves the memory of the loaded copy.
+        attn_implementation: ``sdpa``, ``flash_attention_2``, ``eager``; transformers' default when None.
+        trust_remote_code: run code shipped with the model; off unless you trust its source.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        dtype: str = "float32",
+        attn_implementation: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        import torch
+
+        self.path = path
+        self.dtype = resolve_dtype(dtype, torch.device("cpu"))
+        self.attn_implementation = attn_implementation
+        self.trust_remote_code = trust_remote_code
+
+    @property
+    def base_path(self) -> str | None:
+        return self.path
+
+    def build_model(self, deepspeed_config: dict[str, Any] | None = None) -> PreTrainedModel:
+        from firm.training.zero import zero3_model_loading
+
+        kwargs: dict[str, object] = {"dtype": self.dtype, "trust_remote_code": self.trust_remote_code}
+        if self.attn_implementation is not None:
+            kwargs["attn_implementation"] = self.attn_implementation
+        with zero3_model_loading(deepspeed_config):
+            model: PreTrainedModel = AutoModelForImageTextToText.from_pretrained(self.path, **kwargs)
+        return model
+
+    def build_processor(self) -> ProcessorMixin:
+        model_type = model_type_of(self.path, self.trust_remote_code)
+        return load_processor(self.path, model_type, trust_remote_code=self.trust_remote_code)
+
+
+class TinyVLM(VLMSource):
+    """A tiny random-weight Qwen-VL critic built from a config (see :mod:`firm.testing.models`): CPU tests and the
+    debug recipes, no download.
+
+    Args:
+        family: ``qwen3_vl`` or ``qwen2_5_vl``.
+        seed: seeds the weights.
+        max_pixels: the processor's cap on an image's pixel count.
+    """
+
+    def __init__(self, family: str = "qwen3_vl", seed: int = 0, max_pixels: int = 64 * 64) -> None:
+        from firm.testing.models import CRITIC_FAMILIES
+
+        if family not in CRITIC_FAMILIES:
+            raise ValueError(f"unknown tiny critic family {family!r}; choose one of {', '.join(CRITIC_FAMILIES)}")
+        self.family = family
+        self.seed = seed
+        self.max_pixels = max_pixels
+
+    def build_model(self, deepspeed_config: dict[str, Any] | None = None) -> PreTrainedModel:
+        from firm.testing.models import build_tiny_critic
+        from firm.training.zero import outside_zero3_init
+
+        # Built whole (DeepSpeed partitions it when its engine starts), so the weights are the same under every
+        # strategy: the same seed gives the same critic with or without ZeRO-3.
+        with outside_zero3_init():
+            model, _ = build_tiny_critic(self.family, self.seed, self.max_pixels)
+        return model
+
+    def build_processor(self) -> ProcessorMixin:
+        from firm.testing.models import build_tiny_critic
+
+        # Building the tiny model as well costs milliseconds; the processor is made alongside it.
+        _, processor = build_tiny_critic(self.family, self.seed, self.max_pixels)
+        return processor

@@ -1,0 +1,1 @@
+"""Training support shared by tasks: schedules, DeepSpeed ZeRO helpers, export to Hugging Face folders."""

@@ -1,0 +1,218 @@
+"""CriticSFTTask on the tiny critic, in process: learning, schedule, exact resume, validation quality, LoRA, export."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from firm.critics.base import Verdict
+from firm.critics.hf import load_vlm
+from firm.data.critic_sft import CriticSFTDataModule
+from firm.tasks import CriticSFTTask, EvalSettings, LoraSettings, OptimizerSettings, PretrainedVLM, TinyVLM
+from firm.tasks.critic_sft import verdict_totals
+from firm.testing import save_tiny_critic
+from firm.training.callbacks import HFExport
+from firm.training.export import export_checkpoint
+from firm.training.schedule import warmup_cosine
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from critic_sft_support import SHORT_TEMPLATES, critic_sample, write_shards
+
+PEAK_LR = 3e-3
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """24 training samples in 3 shards, 6 validation samples: execution judgements."""
+    root = tmp_path_factory.mktemp("shards")
+    train, _ = write_shards(root, [critic_sample(i) for i in range(24)], per_shard=8)
+    val, _ = write_shards(root, [critic_sample(100 + i) for i in range(6)], per_shard=6, prefix="val")
+    return train, val
+
+
+def _data(shards: tuple[str, str], workers: int = 0, **kwargs: Any) -> CriticSFTDataModule:
+    return CriticSFTDataModule(
+        train=shards[0],
+        val=shards[1],
+        batch_size=4,
+        val_batch_size=6,
+        num_workers=workers,
+        shuffle_buffer=8,
+        templates=SHORT_TEMPLATES,
+        **kwargs,
+    )
+
+
+def _task(critic: Any = None, **kwargs: Any) -> CriticSFTTask:
+    kwargs.setdefault("optimizer", OptimizerSettings(lr=PEAK_LR, warmup_ratio=0.25))
+    kwargs.setdefault("evaluation", EvalSettings(generate=False))
+    return CriticSFTTask(critic or TinyVLM(), **kwargs)
+
+
+def _trainer(**kwargs: Any) -> pl.Trainer:
+    settings: dict[str, Any] = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_epochs": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "limit_val_batches": 0,
+    }
+    settings.update(kwargs)
+    return pl.Trainer(**settings)
+
+
+class _Record(pl.Callback):
+    """Learning rate and loss of every optimizer step."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: Any, outputs: Any, *args: Any) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+def _logits(model: Any, data: CriticSFTDataModule) -> torch.Tensor:
+    batch = next(iter(data.val_dataloader()))
+    model.eval()
+    with torch.no_grad():
+        return model(**batch["inputs"]).logits
+
+
+# -- settings and pure parts ------------------------------------------------------------------------------------------
+
+
+def test_settings_reject_bad_values() -> None:
+    with pytest.raises(ValueError, match="optimizer.lr"):
+        OptimizerSettings(lr=0)
+    with pytest.raises(ValueError, match="warmup_ratio"):
+        OptimizerSettings(warmup_ratio=1.0)
+    with pytest.raises(ValueError, match="lora.r"):
+        LoraSettings(r=0)
+    with pytest.raises(ValueError, match="freeze_vision"):
+        CriticSFTTask(TinyVLM(), lora=LoraSettings(), freeze_vision=True)
+
+
+def test_verdict_totals_count_invalid_verdicts_without_scoring_them() -> None:
+    verdicts = [Verdict("execution", 3), Verdict.invalid("execution", "no score"), Verdict("execution", 5)]
+    assert verdict_totals(verdicts, [4, 2, 1], [True, True, True]) == (3, 2, 5)
+    assert verdict_totals(verdicts, [4, 2, 1], [True, True, False]) == (2, 1, 1)
+
+
+# -- training ---------------------------------------------------------------------------------------------------------
+
+
+def test_training_lowers_the_loss_with_warmup_then_cosine(shards: tuple[str, str]) -> None:
+    record = _Record()
+    trainer = _trainer(max_epochs=2, callbacks=[record])
+    trainer.fit(_task(), _data(shards))
+    assert trainer.global_step == 12  # 24 samples / batch 4, two epochs
+    expected = [PEAK_LR * warmup_cosine(s, total_steps=12, warmup=3) for s in range(12)]
+    assert record.lrs == pytest.approx(expected)
+    assert sum(record.losses[-3:]) < sum(record.losses[:3]) - 1.0
+
+
+def test_resuming_a_mid_epoch_checkpoint_reproduces_the_uninterrupted_run(
+    shards: tuple[str, str], tmp_path: Path
+) -> None:
+    checkpoints = ModelCheckpoint(dirpath=tmp_path, filename="{step}", every_n_train_steps=2, save_top_k=-1)
+    whole = _task()
+    trainer = _trainer(max_epochs=2, callbacks=[checkpoints], enable_checkpointing=True)
+    trainer.fit(whole, _data(shards, workers=2))
+
+    resumed = _task()
+    trainer = _trainer(max_epochs=2, callbacks=[_Record()])
+    trainer.fit(resumed, _data(shards, workers=2), ckpt_path=tmp_path / "step=4.ckpt")  # mid first epoch
+    assert trainer.global_step == 12
+    assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 12
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_validation_generates_verdicts_and_logs_critic_quality(shards: tuple[str, str]) -> None:
+    task = _task(evaluation=EvalSettings(max_new_tokens=4))
+    trainer = _trainer(limit_val_batches=None)
+    trainer.fit(task, _data(shards))
+    metrics = trainer.callback_metrics
+    assert metrics["val/judged"] == 6
+    # Four new tokens cannot finish an answer: every verdict is invalid, and none gets a made-up score.
+    assert metrics["val/invalid_rate"] == 1.0
+    assert torch.isnan(metrics["val/mae"])
+    assert metrics["val/loss"] > 0
+    assert metrics["data/val_skipped_corrupt_image"] == 0
+
+
+def test_gradient_checkpointing_changes_memory_not_results_and_frozen_vision_stays(shards: tuple[str, str]) -> None:
+    tasks = {
+        "plain": _task(),
+        "checkpointing": _task(gradient_checkpointing=True),
+        "frozen": _task(freeze_vision=True),
+    }
+    for task in tasks.values():
+        _trainer(max_steps=3).fit(task, _data(shards))
+    plain, checkpointed = tasks["plain"].model.state_dict(), tasks["checkpointing"].model.state_dict()
+    for name, value in plain.items():
+        torch.testing.assert_close(checkpointed[name], value, msg=name)
+    start = TinyVLM().build_model().state_dict()
+    frozen = tasks["frozen"].model.state_dict()
+    assert all(torch.equal(frozen[n], v) for n, v in start.items() if ".visual." in n or n.startswith("visual."))
+    assert not torch.equal(
+        frozen["model.language_model.layers.0.mlp.up_proj.weight"],
+        start["model.language_model.layers.0.mlp.up_proj.weight"],
+    )
+
+
+# -- export -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen2_5_vl"])
+def test_exported_folder_loads_and_matches_the_trained_model(
+    shards: tuple[str, str], tmp_path: Path, family: str
+) -> None:
+    task = _task(TinyVLM(family))
+    data = _data(shards)
+    trainer = _trainer(
+        callbacks=[HFExport(tmp_path / "hf"), ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)],
+        enable_checkpointing=True,
+    )
+    trainer.fit(task, data)
+    live = _logits(task.model, data)
+    model, processor = load_vlm(tmp_path / "hf", device="cpu")
+    torch.testing.assert_close(_logits(model, data), live)
+    assert processor.image_processor.size["longest_edge"] == 64 * 64
+    export_checkpoint(tmp_path / "ckpt" / "last.ckpt", tmp_path / "from_ckpt")
+    model, _ = load_vlm(tmp_path / "from_ckpt", device="cpu")
+    torch.testing.assert_close(_logits(model, data), live)
+
+
+def test_lora_trains_adapters_only_and_exports_merged_or_as_adapter(shards: tuple[str, str], tmp_path: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    base = save_tiny_critic(tmp_path / "base")
+    task = _task(PretrainedVLM(str(base)), lora=LoraSettings(r=4, alpha=8, dropout=0.0))
+    data = _data(shards)
+    trainer = _trainer(callbacks=[HFExport(tmp_path / "merged"), HFExport(tmp_path / "adapter", adapter=True)])
+    trainer.fit(task, data)
+    trainable = {n for n, p in task.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n and "visual" not in n for n in trainable)
+    live = _logits(task.model, data)
+    merged, _ = load_vlm(tmp_path / "merged", device="cpu")
+    torch.testing.assert_close(_logits(merged, data), live, rtol=1e-4, atol=1e-5)
+    adapted = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base), tmp_path / "adapter")
+    torch.testing.assert_close(_logits(adapted, data), live, rtol=1e-4, atol=1e-5)
+    untouched, _ = load_vlm(base, device="cpu")
+    assert not torch.allclose(_logits(untouched, data), live)
