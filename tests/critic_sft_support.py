@@ -5,11 +5,12 @@ Scores follow the colour of the edited image (red 1 ... blue 5 for execution), s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import pytest
 import torch
 import webdataset as wds
 from PIL import Image
@@ -120,3 +121,13 @@ def run_firm_export(checkpoint: Path, out: Path) -> int:
     parser = argparse.ArgumentParser(prog="firm")
     export.add_parser(parser.add_subparsers(dest="command"))
     return export.run(parser.parse_args(["export", str(checkpoint), str(out)]))
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Run the tiny critic on one intra-op thread (restored afterwards): on two shared cores, several threads per
+    process contend with dataloader workers and other processes and make these tests many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

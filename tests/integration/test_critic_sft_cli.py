@@ -24,6 +24,7 @@ from firm.fit import FirmCLI
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from critic_sft_support import REPO, deepspeed_env
+from vllm_support import vllm_missing, vllm_server
 
 RECIPE = "recipes/debug/critic_sft_tiny.yaml"
 RUN = Path("runs/critic_sft_tiny")
@@ -149,3 +150,24 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_finishes_like_an_uninterrupted_ru
     uninterrupted = load_file(debug_run / RUN / "hf" / "model.safetensors")
     for name, tensor in uninterrupted.items():
         torch.testing.assert_close(resumed[name], tensor, msg=name)
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(vllm_missing() is not None, reason=str(vllm_missing()))
+def test_vllm_serves_the_export_with_the_answers_transformers_gives(debug_run: Path, tmp_path: Path) -> None:
+    from firm.critics.base import JudgeRequest
+    from firm.critics.openai import OpenAICompatibleCritic
+    from firm.critics.transformers import GenerativeJudge
+    from firm.worlds.shapes.world import ShapesWorld
+
+    export = debug_run / RUN / "hf"
+    templates = {"execution": str(REPO / "recipes" / "debug" / "templates" / "execution.txt")}
+    samples = [ShapesWorld(size=64, split="test").sample("execution", i) for i in range(3)]
+    requests = [JudgeRequest("execution", s.text, s.image, s.source) for s in samples]
+    local = GenerativeJudge(str(export), templates=templates, max_new_tokens=48, batch_size=1, device="cpu")
+    with vllm_server(export, log_path=tmp_path / "vllm.log") as server:
+        served = OpenAICompatibleCritic(
+            server.base_url, server.model, api_key_env=None, templates=templates, max_tokens=48
+        ).judge(requests)
+    # Same greedy answers; an answer cut inside a multi-byte character differs only in how that tail is decoded.
+    assert [v.raw.rstrip("\ufffd") for v in served] == [v.raw.rstrip("\ufffd") for v in local.judge(requests)]

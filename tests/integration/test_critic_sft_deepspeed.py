@@ -32,6 +32,7 @@ from critic_sft_support import (
     SHORT_TEMPLATES,
     critic_sample,
     deepspeed_env,
+    one_torch_thread,  # noqa: F401 - autouse fixture
     run_firm_export,
     write_shards,
 )

@@ -153,6 +153,12 @@ class CriticSFTTask(pl.LightningModule):
             verdicts = self.judge_batch(judge.requests, judge.prompts)
             self._update_quality(verdicts, batch["scores"], batch["real"])
 
+    def on_validation_epoch_start(self) -> None:
+        # Fresh totals, made in the current loop's grad mode: `validate` runs under inference_mode, the validation
+        # inside `fit` does not, and tensors made under inference_mode cannot be updated in place outside it.
+        for metric in (self.val_judged, self.val_valid, self.val_abs_error):
+            metric.reset()
+
     def on_validation_epoch_end(self) -> None:
         if self.val_judged.update_count == 0:
             return
@@ -162,8 +168,6 @@ class CriticSFTTask(pl.LightningModule):
         self.log("val/mae", abs_error / valid if valid > 0 else nan, sync_dist=True)
         self.log("val/invalid_rate", 1.0 - valid / judged if judged > 0 else nan, sync_dist=True)
         self.log("val/judged", judged, sync_dist=True)
-        for metric in (self.val_judged, self.val_valid, self.val_abs_error):
-            metric.reset()
 
     def _log_skipped(self, batch: Mapping[str, Any], stage: str) -> None:
         # Every kind, zeros included: ranks must log the same names to sum them over ranks at the epoch's end.

@@ -28,7 +28,7 @@ from firm.prompts import default_template
 from firm.testing import build_tiny_critic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from critic_sft_support import critic_sample, write_shard, write_shards
+from critic_sft_support import critic_sample, one_torch_thread, write_shard, write_shards  # noqa: F401 - autouse fixture
 
 
 @pytest.fixture(scope="module")
