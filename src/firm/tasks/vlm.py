@@ -97,16 +97,46 @@ class TinyVLM(VLMSource):
         family: ``qwen3_vl`` or ``qwen2_5_vl``.
         seed: seeds the weights.
         max_pixels: the processor's cap on an image's pixel count.
+        hidden_size: width of the language model (a multiple of 32).
+        layers: language-model layers.
+        vision_hidden_size: width of the vision tower (a multiple of 16).
+        vision_depth: vision-tower blocks.
+        patch_size: pixels per vision patch side (the family's own when None: 16 for Qwen3-VL, 14 for Qwen2.5-VL);
+            smaller patches give more visual tokens per image.
     """
 
-    def __init__(self, family: str = "qwen3_vl", seed: int = 0, max_pixels: int = 64 * 64) -> None:
-        from firm.testing.models import CRITIC_FAMILIES
+    def __init__(
+        self,
+        family: str = "qwen3_vl",
+        seed: int = 0,
+        max_pixels: int = 64 * 64,
+        hidden_size: int = 64,
+        layers: int = 2,
+        vision_hidden_size: int = 32,
+        vision_depth: int = 2,
+        patch_size: int | None = None,
+    ) -> None:
+        from firm.testing.models import CRITIC_FAMILIES, TinySize
 
         if family not in CRITIC_FAMILIES:
             raise ValueError(f"unknown tiny critic family {family!r}; choose one of {', '.join(CRITIC_FAMILIES)}")
         self.family = family
         self.seed = seed
         self.max_pixels = max_pixels
+        TinySize(hidden_size, layers, vision_hidden_size, vision_depth, patch_size)  # checks the sizes now
+        # Plain values: checkpoints keep the task's hyperparameters, and torch.load(weights_only=True) reads those.
+        self.hidden_size = hidden_size
+        self.layers = layers
+        self.vision_hidden_size = vision_hidden_size
+        self.vision_depth = vision_depth
+        self.patch_size = patch_size
+
+    @property
+    def size(self) -> Any:
+        """The :class:`~firm.testing.models.TinySize` these settings describe."""
+        from firm.testing.models import TinySize
+
+        return TinySize(self.hidden_size, self.layers, self.vision_hidden_size, self.vision_depth, self.patch_size)
 
     def build_model(self, deepspeed_config: dict[str, Any] | None = None) -> PreTrainedModel:
         from firm.testing.models import build_tiny_critic
@@ -115,12 +145,12 @@ class TinyVLM(VLMSource):
         # Built whole (DeepSpeed partitions it when its engine starts), so the weights are the same under every
         # strategy: the same seed gives the same critic with or without ZeRO-3.
         with outside_zero3_init():
-            model, _ = build_tiny_critic(self.family, self.seed, self.max_pixels)
+            model, _ = build_tiny_critic(self.family, self.seed, self.max_pixels, size=self.size)
         return model
 
     def build_processor(self) -> ProcessorMixin:
         from firm.testing.models import build_tiny_critic
 
         # Building the tiny model as well costs milliseconds; the processor is made alongside it.
-        _, processor = build_tiny_critic(self.family, self.seed, self.max_pixels)
+        _, processor = build_tiny_critic(self.family, self.seed, self.max_pixels, size=self.size)
         return processor

@@ -10,6 +10,7 @@ serve them too: text head_dim 32 (its CPU attention needs at least 32), hidden 6
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -122,14 +123,47 @@ def qwen_vocab_tokenizer() -> Qwen2TokenizerFast:
 VOCABS = ("bytes", "qwen")
 
 
-def _config(family: str, tokenizer: Qwen2TokenizerFast) -> Qwen3VLConfig | Qwen2_5_VLConfig:
+@dataclass(frozen=True)
+class TinySize:
+    """How big a tiny critic is. The defaults are the test size (about 232 K parameters); the language model's
+    head_dim stays 32 (vLLM's CPU attention needs at least 32), so ``hidden_size`` is a multiple of 32.
+
+    Args:
+        hidden_size: width of the language model.
+        layers: language-model layers.
+        vision_hidden_size: width of the vision tower (a multiple of 16: two heads of at least 8 dims).
+        vision_depth: vision-tower blocks.
+        patch_size: pixels per vision patch side; a 64 px image gives (64 / patch_size / 2)^2 visual tokens.
+    """
+
+    hidden_size: int = 64
+    layers: int = 2
+    vision_hidden_size: int = 32
+    vision_depth: int = 2
+    patch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.hidden_size < 32 or self.hidden_size % 32:
+            raise ValueError(f"hidden_size must be a positive multiple of 32, got {self.hidden_size}")
+        if self.vision_hidden_size < 16 or self.vision_hidden_size % 16:
+            raise ValueError(f"vision_hidden_size must be a positive multiple of 16, got {self.vision_hidden_size}")
+        if self.layers < 1 or self.vision_depth < 1:
+            raise ValueError(f"need at least one layer and one vision block, got {self.layers}, {self.vision_depth}")
+        if self.patch_size is not None and self.patch_size < 2:
+            raise ValueError(f"patch_size must be at least 2, got {self.patch_size}")
+
+
+def _config(
+    family: str, tokenizer: Qwen2TokenizerFast, size: TinySize | None = None
+) -> Qwen3VLConfig | Qwen2_5_VLConfig:
+    size = size or TinySize()
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
     text: dict[str, Any] = {
         "vocab_size": len(tokenizer),
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
+        "hidden_size": size.hidden_size,
+        "intermediate_size": 2 * size.hidden_size,
+        "num_hidden_layers": size.layers,
+        "num_attention_heads": max(2, size.hidden_size // 32),
         "num_key_value_heads": 1,
         "head_dim": 32,
         "max_position_embeddings": 4096,
@@ -152,12 +186,12 @@ def _config(family: str, tokenizer: Qwen2TokenizerFast) -> Qwen3VLConfig | Qwen2
             "mrope_interleaved": True,
         }
         vision = {
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
+            "depth": size.vision_depth,
+            "hidden_size": size.vision_hidden_size,
+            "intermediate_size": 2 * size.vision_hidden_size,
             "num_heads": 2,
-            "out_hidden_size": 64,
-            "patch_size": 16,
+            "out_hidden_size": size.hidden_size,
+            "patch_size": size.patch_size or 16,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
             "num_position_embeddings": 256,
@@ -167,23 +201,27 @@ def _config(family: str, tokenizer: Qwen2TokenizerFast) -> Qwen3VLConfig | Qwen2
     if family == "qwen2_5_vl":
         text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]}
         vision = {
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
+            "depth": size.vision_depth,
+            "hidden_size": size.vision_hidden_size,
+            "intermediate_size": 2 * size.vision_hidden_size,
             "num_heads": 2,
-            "out_hidden_size": 64,
-            "patch_size": 14,
+            "out_hidden_size": size.hidden_size,
+            "patch_size": size.patch_size or 14,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
             "window_size": 56,
-            "fullatt_block_indexes": [1],
+            "fullatt_block_indexes": [size.vision_depth - 1],
         }
         return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **tokens)
     raise ValueError(f"unknown critic family {family!r}; choose one of {', '.join(CRITIC_FAMILIES)}")
 
 
 def build_tiny_critic(
-    family: str = "qwen3_vl", seed: int = 0, max_pixels: int = 64 * 64, vocab: str = "bytes"
+    family: str = "qwen3_vl",
+    seed: int = 0,
+    max_pixels: int = 64 * 64,
+    vocab: str = "bytes",
+    size: TinySize | None = None,
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """A tiny random-weight critic model (eval mode, fp32) and its image-only processor.
 
@@ -192,11 +230,12 @@ def build_tiny_critic(
         seed: seeds the weights; the same seed gives the same model.
         max_pixels: images are resized to at most this many pixels (few visual tokens keeps tests fast).
         vocab: ``bytes`` (a 263-token byte-level vocabulary) or ``qwen`` (Qwen's real vocabulary).
+        size: widths, depths and patch size; the test size when None.
     """
     if vocab not in VOCABS:
         raise ValueError(f"unknown vocab {vocab!r}; choose one of {', '.join(VOCABS)}")
     tokenizer = tiny_tokenizer() if vocab == "bytes" else qwen_vocab_tokenizer()
-    config = _config(family, tokenizer)
+    config = _config(family, tokenizer, size)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     model_cls = Qwen3VLForConditionalGeneration if family == "qwen3_vl" else Qwen2_5_VLForConditionalGeneration

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from firm.critics.hf import load_processor, load_vlm, read_model_type
-from firm.testing import CRITIC_FAMILIES, build_tiny_critic, save_tiny_critic, tiny_tokenizer
+from firm.testing import CRITIC_FAMILIES, TinySize, build_tiny_critic, save_tiny_critic, tiny_tokenizer
 
 
 def noise(width: int, height: int, seed: int) -> Image.Image:
@@ -93,3 +93,38 @@ def test_max_pixels_bounds_the_visual_tokens(family: str, tmp_path: Path) -> Non
     smaller.save_pretrained(tmp_path / "resaved")
     reloaded = load_processor(tmp_path / "resaved", family)
     assert reloaded.image_processor.size["longest_edge"] == 32 * 32 * 2
+
+
+@pytest.mark.parametrize("family", CRITIC_FAMILIES)
+def test_a_larger_tiny_critic_sees_more_visual_tokens_and_still_round_trips(family: str, tmp_path: Path) -> None:
+    size = TinySize(hidden_size=96, layers=3, vision_hidden_size=48, vision_depth=1, patch_size=8)
+    model, processor = build_tiny_critic(family, seed=1, size=size)
+    assert model.config.text_config.hidden_size == 96
+    assert model.config.text_config.num_hidden_layers == 3
+    image = noise(64, 64, 2)
+    tokens = processor(text=[chat(processor, 1, "x")], images=[[image]], return_tensors="pt")
+    _, default_processor = build_tiny_critic(family, seed=1)
+    default = default_processor(text=[chat(processor, 1, "x")], images=[[image]], return_tensors="pt")
+    image_id = model.config.image_token_id
+    # 8-pixel patches merged 2 x 2: (64 / 16)^2 = 16 visual tokens, four times the default 16-pixel patches' 4.
+    assert int((tokens["input_ids"] == image_id).sum()) == 16
+    assert int((default["input_ids"] == image_id).sum()) < 16
+    model.save_pretrained(tmp_path / "hf")
+    processor.save_pretrained(tmp_path / "hf")
+    loaded, _ = load_vlm(tmp_path / "hf", device="cpu")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**tokens).logits, model(**tokens).logits)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"hidden_size": 48}, "hidden_size must be a positive multiple of 32"),
+        ({"vision_hidden_size": 40}, "vision_hidden_size must be a positive multiple of 16"),
+        ({"layers": 0}, "at least one layer"),
+        ({"patch_size": 1}, "patch_size must be at least 2"),
+    ],
+)
+def test_impossible_sizes_are_refused_with_the_rule(kwargs: dict[str, int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TinySize(**kwargs)
