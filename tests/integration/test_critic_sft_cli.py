@@ -115,6 +115,23 @@ def test_debug_recipe_trains_validates_and_exports_for_firm_score(
     assert verdict["raw"].startswith('{"re')
 
 
+def test_firm_test_scores_the_last_checkpoint_on_the_held_out_split(debug_run: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "firm.fit", "test", "-c", RECIPE, "--ckpt_path", "last",
+            "--data.init_args.test_samples", "8", "--model.init_args.evaluation.max_new_tokens", "16",
+        ],
+        cwd=debug_run, env=_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "last.ckpt" in done.stderr + done.stdout  # Lightning names the checkpoint it restored
+    logs = sorted((debug_run / RUN / "logs").iterdir(), key=lambda p: int(p.name.split("_")[1]))
+    (row,) = [r for r in _metrics(logs[-1]) if r.get("test/judged")]
+    assert float(row["test/judged"]) == 8
+    assert float(row["test/loss"]) > 0 and 0.0 <= float(row["test/invalid_rate"]) <= 1.0
+    assert (debug_run / "runs" / "data" / "shapesworld" / "size64-seed0" / "test-execution-n8").is_dir()
+
+
 def test_sigkill_mid_epoch_then_ckpt_path_last_finishes_like_an_uninterrupted_run(
     debug_run: Path, tmp_path: Path
 ) -> None:

@@ -126,7 +126,7 @@ def test_zero2_optimizer_offload_trains_like_plain_adamw(tmp_path: Path) -> None
         torch.testing.assert_close(weights[1][name], value, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def _zero3_config(tmp_path: Path, train: str, val: str, run: str) -> Path:
+def _zero3_config(tmp_path: Path, train: str, val: str, run: str, lora: dict[str, Any] | None = None) -> Path:
     config = {
         "seed_everything": 7,
         "trainer": {
@@ -165,6 +165,7 @@ def _zero3_config(tmp_path: Path, train: str, val: str, run: str) -> Path:
                 "critic": {"class_path": "firm.tasks.TinyVLM"},
                 "optimizer": {"lr": 3e-3},
                 "evaluation": {"max_new_tokens": 8},
+                **({"lora": lora} if lora else {}),
             },
         },
         "data": {
@@ -226,3 +227,25 @@ def test_zero3_two_processes_validate_resume_and_convert(tmp_path: Path) -> None
         converted, _ = load_vlm(folder, device="cpu")
         with torch.no_grad():
             torch.testing.assert_close(converted(**whole["inputs"]).logits, whole["logits"])
+
+
+@pytest.mark.slow
+def test_zero3_two_processes_train_lora_adapters_and_convert_merged(tmp_path: Path) -> None:
+    train, val = _shards(tmp_path, 16)  # 4 steps of 2 ranks x 2 samples
+    _firm_fit(_zero3_config(tmp_path, train, val, "lora", lora={"r": 4, "alpha": 8}))
+    trained = torch.load(tmp_path / "lora.pt")
+    assert trained["step"] == 4
+    untrained = TinyVLM().build_model().eval()
+    with torch.no_grad():
+        before = untrained(**trained["inputs"]).logits
+    # The adapters trained (LoRA's B starts at zero, so an untrained adapter would leave the outputs unchanged).
+    assert (trained["logits"] - before).abs().max() > 1e-3
+
+    # The ZeRO-3 partitions of base weights and adapters, merged into one Hugging Face folder from the checkpoint
+    # (firm export) or at the end of fit (HFExport), give the trained model's outputs.
+    assert run_firm_export(tmp_path / "lora" / "ckpt" / "last.ckpt", tmp_path / "hf") == 0
+    for folder in (tmp_path / "hf", tmp_path / "lora" / "hf"):
+        converted, _ = load_vlm(folder, device="cpu")
+        assert not any("lora" in name for name in converted.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(converted(**trained["inputs"]).logits, trained["logits"])

@@ -272,10 +272,11 @@ class CriticSFTDataModule(pl.LightningDataModule):
     Args:
         train: training shards: a path, a brace pattern (``data/train-{000..015}.tar``), a ``pipe:`` URL, or a list.
         val: validation shards, same forms; None for no validation.
+        test: test shards for ``firm test`` (token loss, MAE and invalid rate like validation); None for none.
         processor: hub id or folder to load the critic's processor from; None uses the processor of the task being
             trained (``trainer.lightning_module.processor``), which is what you want in a recipe.
         batch_size: examples per batch per rank (the micro-batch; global batch = batch_size x ranks x accumulation).
-        val_batch_size: examples per validation batch; ``batch_size`` when None.
+        val_batch_size: examples per validation (and test) batch; ``batch_size`` when None.
         num_workers: dataloader worker processes per rank; 0 loads in the training process.
         shuffle_buffer: training samples held in the shuffle buffer of each worker (1 turns sample shuffling off).
         seed: seed of the shard order and the shuffle buffers.
@@ -284,6 +285,7 @@ class CriticSFTDataModule(pl.LightningDataModule):
             ``auto`` (``shard`` when there are enough shards).
         num_train_samples: samples in the training shards; counted from the tar headers when None (local shards only).
         num_val_samples: samples in the validation shards; counted when None (local shards only).
+        num_test_samples: samples in the test shards; counted when None (local shards only).
         templates: dimension -> built-in template name or template file; dimensions not listed use firm's default.
             Use the same templates when you serve the trained critic.
         max_length: longest example in tokens (prompt, images and answer); longer samples are skipped and counted.
@@ -300,6 +302,7 @@ class CriticSFTDataModule(pl.LightningDataModule):
         self,
         train: str | list[str] | None = None,
         val: str | list[str] | None = None,
+        test: str | list[str] | None = None,
         *,
         processor: str | None = None,
         batch_size: int = 1,
@@ -310,6 +313,7 @@ class CriticSFTDataModule(pl.LightningDataModule):
         split: Split = "auto",
         num_train_samples: int | None = None,
         num_val_samples: int | None = None,
+        num_test_samples: int | None = None,
         templates: dict[str, str] | None = None,
         max_length: int | None = None,
         max_pixels: int | None = None,
@@ -327,6 +331,7 @@ class CriticSFTDataModule(pl.LightningDataModule):
             task_of(dimension)
         self.train_urls = train
         self.val_urls = val
+        self.test_urls = test
         self.processor_source = processor
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
@@ -336,6 +341,7 @@ class CriticSFTDataModule(pl.LightningDataModule):
         self.split = split
         self.num_train_samples = num_train_samples
         self.num_val_samples = num_val_samples
+        self.num_test_samples = num_test_samples
         self.template_names = dict(templates or {})
         self.max_length = max_length
         self.max_pixels = max_pixels
@@ -430,8 +436,16 @@ class CriticSFTDataModule(pl.LightningDataModule):
     def val_batches(self) -> int:
         """Validation batches per rank: every sample once, the last batches filled with repeats."""
         assert self.val_urls is not None
+        return self._evaluation_batches("val", self.val_urls, self.num_val_samples)
+
+    def test_batches(self) -> int:
+        """Test batches per rank, counted like :meth:`val_batches`."""
+        assert self.test_urls is not None
+        return self._evaluation_batches("test", self.test_urls, self.num_test_samples)
+
+    def _evaluation_batches(self, name: str, urls: str | list[str], given: int | None) -> int:
         world, _ = self._layout()
-        samples = self._count("val", expand_shards(self.val_urls), self.num_val_samples)
+        samples = self._count(name, expand_shards(urls), given)
         return max(math.ceil(samples / (world * self.val_batch_size)), 1)
 
     # -- loaders ----------------------------------------------------------------------------------------------------
@@ -454,13 +468,27 @@ class CriticSFTDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list[Any]:
         if self.val_urls is None:
             return []
+        return self._evaluation_loader(self.val_urls, self.val_batches())
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_urls is None:
+            raise ValueError("no test shards: set CriticSFTDataModule(test=...) (--data.init_args.test in a recipe)")
+        return self._evaluation_loader(self.test_urls, self.test_batches())
+
+    def predict_dataloader(self) -> DataLoader:
+        raise ValueError(
+            "critic SFT has no predict step: export the trained critic (HFExport, or firm export CHECKPOINT OUT) and "
+            "score with it: firm bench --model OUT ... for scored data, firm score --model OUT ... for new samples"
+        )
+
+    def _evaluation_loader(self, urls: str | list[str], batches: int) -> DataLoader:
         _, rank = self._layout()
         dataset = CriticSFTDataset(
-            self._stream(self.val_urls, shuffle=False),
+            self._stream(urls, shuffle=False),
             self.encoder,
             rank=rank,
             workers=self.num_workers,
-            batches=self.val_batches(),
+            batches=batches,
             batch_size=self.val_batch_size,
             strict=self.strict,
             keep_requests=True,

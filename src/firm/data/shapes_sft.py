@@ -27,6 +27,7 @@ class ShapesWorldSFTDataModule(CriticSFTDataModule):
         dimensions: dimensions to train on, e.g. ``[execution, consistency]`` for an edit critic.
         train_samples: training samples per dimension (ShapesWorld split ``train``), scores uniform over 1-5.
         val_samples: validation samples per dimension (split ``val``, disjoint from ``train``); 0 for none.
+        test_samples: test samples per dimension (split ``test``, disjoint from both) for ``firm test``; 0 for none.
         image_size: side of the ShapesWorld images in pixels.
         world_seed: ShapesWorld's base seed.
         shard_size: samples per shard.
@@ -43,6 +44,7 @@ class ShapesWorldSFTDataModule(CriticSFTDataModule):
         dimensions: list[str] | None = None,
         train_samples: int = 200,
         val_samples: int = 40,
+        test_samples: int = 0,
         image_size: int = 64,
         world_seed: int = 0,
         shard_size: int = 1000,
@@ -51,22 +53,29 @@ class ShapesWorldSFTDataModule(CriticSFTDataModule):
         dims = list(dimensions or ["execution", "consistency"])
         for dimension in dims:
             task_of(dimension)
-        if train_samples < 1 or val_samples < 0:
-            raise ValueError(f"need train_samples >= 1 and val_samples >= 0, got {train_samples}, {val_samples}")
+        if train_samples < 1 or val_samples < 0 or test_samples < 0:
+            raise ValueError(
+                "need train_samples >= 1 and val_samples, test_samples >= 0, "
+                f"got {train_samples}, {val_samples}, {test_samples}"
+            )
         self.root = Path(root)
         self.dimensions = dims
         self.train_samples = train_samples
         self.val_samples = val_samples
+        self.test_samples = test_samples
         self.image_size = image_size
         self.world_seed = world_seed
         self.shard_size = shard_size
         train = [self._pattern("train", d, train_samples) for d in dims]
         val = [self._pattern("val", d, val_samples) for d in dims] if val_samples else None
+        test = [self._pattern("test", d, test_samples) for d in dims] if test_samples else None
         super().__init__(
             train=train,
             val=val,
+            test=test,
             num_train_samples=train_samples * len(dims),
             num_val_samples=val_samples * len(dims) if val_samples else None,
+            num_test_samples=test_samples * len(dims) if test_samples else None,
             **kwargs,
         )
 
@@ -82,7 +91,8 @@ class ShapesWorldSFTDataModule(CriticSFTDataModule):
         from firm.worlds.shapes.export import write_shards
         from firm.worlds.shapes.world import ShapesWorld
 
-        jobs = [("train", self.train_samples)] + ([("val", self.val_samples)] if self.val_samples else [])
+        jobs = [(split, n) for split, n in (("train", self.train_samples), ("val", self.val_samples),
+                ("test", self.test_samples)) if n]  # fmt: skip
         for split, n in jobs:
             world = ShapesWorld(size=self.image_size, split=split, seed=self.world_seed)
             for dimension in self.dimensions:

@@ -105,7 +105,8 @@ class CriticSFTTask(pl.LightningModule):
         self.evaluation = evaluation
         self.processor = critic.build_processor()
         self.model: Any = None
-        # Sums rather than means: MAE and invalid rate are ratios of totals over all batches and ranks.
+        # Sums rather than means: MAE and invalid rate are ratios of totals over all batches and ranks. The test loop
+        # uses the same three (the two loops never run at once).
         self.val_abs_error = SumMetric()
         self.val_valid = SumMetric()
         self.val_judged = SumMetric()
@@ -140,12 +141,20 @@ class CriticSFTTask(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._evaluation_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        """Like validation, on the datamodule's test shards: ``firm test -c recipe.yaml --ckpt_path ...`` logs
+        ``test/loss``, ``test/mae``, ``test/invalid_rate`` and ``test/judged``."""
+        self._evaluation_step(batch, batch_idx, "test")
+
+    def _evaluation_step(self, batch: Mapping[str, Any], batch_idx: int, stage: str) -> None:
         inputs = batch["inputs"]
         loss = self.model(**inputs).loss
         # Weighted by answer tokens, so the epoch value is the mean loss per answer token.
         tokens = int((inputs["labels"][:, 1:] != -100).sum())
-        self.log("val/loss", loss, batch_size=tokens, sync_dist=True, prog_bar=True)
-        self._log_skipped(batch, "val")
+        self.log(f"{stage}/loss", loss, batch_size=tokens, sync_dist=True, prog_bar=True)
+        self._log_skipped(batch, stage)
         if self.evaluation.generate and (
             self.evaluation.max_batches is None or batch_idx < self.evaluation.max_batches
         ):
@@ -154,20 +163,32 @@ class CriticSFTTask(pl.LightningModule):
             self._update_quality(verdicts, batch["scores"], batch["real"])
 
     def on_validation_epoch_start(self) -> None:
+        self._reset_quality()
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_quality()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_quality("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_quality("test")
+
+    def _reset_quality(self) -> None:
         # Fresh totals, made in the current loop's grad mode: `validate` runs under inference_mode, the validation
         # inside `fit` does not, and tensors made under inference_mode cannot be updated in place outside it.
         for metric in (self.val_judged, self.val_valid, self.val_abs_error):
             metric.reset()
 
-    def on_validation_epoch_end(self) -> None:
+    def _log_quality(self, stage: str) -> None:
         if self.val_judged.update_count == 0:
             return
         judged, valid, abs_error = (m.compute() for m in (self.val_judged, self.val_valid, self.val_abs_error))
         # Already summed over ranks by the metrics; sync_dist only averages identical values (and quiets a warning).
         nan = torch.tensor(float("nan"))
-        self.log("val/mae", abs_error / valid if valid > 0 else nan, sync_dist=True)
-        self.log("val/invalid_rate", 1.0 - valid / judged if judged > 0 else nan, sync_dist=True)
-        self.log("val/judged", judged, sync_dist=True)
+        self.log(f"{stage}/mae", abs_error / valid if valid > 0 else nan, sync_dist=True)
+        self.log(f"{stage}/invalid_rate", 1.0 - valid / judged if judged > 0 else nan, sync_dist=True)
+        self.log(f"{stage}/judged", judged, sync_dist=True)
 
     def _log_skipped(self, batch: Mapping[str, Any], stage: str) -> None:
         # Every kind, zeros included: ranks must log the same names to sum them over ranks at the epoch's end.
@@ -250,9 +271,15 @@ class CriticSFTTask(pl.LightningModule):
                 # ZeRO-3 partitions parameters; ds_shape keeps the true shape (1-D: biases and norms).
                 shape = getattr(param, "ds_shape", param.shape)
                 (decay if len(shape) >= 2 else no_decay).append(param)
+        # Empty groups left out (LoRA trains 2-D adapters only): ZeRO-3 drops them from its optimizer, and a scheduler
+        # built over the torch optimizer's groups would then have one learning rate too many.
         groups = [
-            {"params": decay, "weight_decay": settings.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
+            group
+            for group in (
+                {"params": decay, "weight_decay": settings.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            )
+            if group["params"]
         ]
         optimizer = self._adamw_class()(groups, lr=settings.lr, betas=settings.betas, eps=settings.eps)
         total = self.total_steps()

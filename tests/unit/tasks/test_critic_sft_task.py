@@ -107,6 +107,17 @@ def test_settings_reject_bad_values() -> None:
         CriticSFTTask(TinyVLM(), lora=LoraSettings(), freeze_vision=True)
 
 
+def test_a_sized_tiny_critic_is_read_back_from_a_checkpoint_with_weights_only(tmp_path: Path) -> None:
+    # Checkpoints keep the task's hyperparameters (the critic source among them) and resuming reads them with
+    # torch.load(weights_only=True): every value a TinyVLM holds must pass that loader.
+    critic = TinyVLM(hidden_size=96, layers=3, vision_hidden_size=48, patch_size=8)
+    torch.save({"critic": critic}, tmp_path / "hparams.pt")
+    loaded = torch.load(tmp_path / "hparams.pt", weights_only=True)["critic"]
+    assert loaded.size == critic.size
+    with pytest.raises(ValueError, match="multiple of 32"):
+        TinyVLM(hidden_size=100)
+
+
 def test_verdict_totals_count_invalid_verdicts_without_scoring_them() -> None:
     verdicts = [Verdict("execution", 3), Verdict.invalid("execution", "no score"), Verdict("execution", 5)]
     assert verdict_totals(verdicts, [4, 2, 1], [True, True, True]) == (3, 2, 5)
@@ -154,6 +165,29 @@ def test_validation_generates_verdicts_and_logs_critic_quality(shards: tuple[str
     assert torch.isnan(metrics["val/mae"])
     assert metrics["val/loss"] > 0
     assert metrics["data/val_skipped_corrupt_image"] == 0
+
+
+def test_firm_test_evaluates_the_test_shards_like_validation(shards: tuple[str, str]) -> None:
+    # The test shards are the validation shards here, so the test loop must report exactly what validation does.
+    task = _task(evaluation=EvalSettings(max_new_tokens=24))
+    data = _data(shards, test=shards[1])
+    trainer = _trainer(limit_val_batches=None, limit_test_batches=None)
+    validated = trainer.validate(task, data, verbose=False)[0]
+    tested = trainer.test(task, data, verbose=False)[0]
+    assert tested["test/judged"] == validated["val/judged"] == 6
+    for name in ("loss", "invalid_rate"):
+        assert tested[f"test/{name}"] == pytest.approx(validated[f"val/{name}"]), name
+    assert tested["data/test_skipped_corrupt_image"] == 0
+
+
+def test_firm_test_without_test_shards_says_what_to_set(shards: tuple[str, str]) -> None:
+    with pytest.raises(ValueError, match="no test shards"):
+        _trainer().test(_task(), _data(shards), verbose=False)
+
+
+def test_firm_predict_points_to_exporting_and_scoring(shards: tuple[str, str]) -> None:
+    with pytest.raises(ValueError, match="export the trained critic"):
+        _trainer().predict(_task(), _data(shards))
 
 
 def test_gradient_checkpointing_changes_memory_not_results_and_frozen_vision_stays(shards: tuple[str, str]) -> None:
