@@ -6,14 +6,13 @@
   ``Trainer`` on the same tiny critic, data and settings (target >= 1.0x). Each side runs in its own process so
   that peak memory (RSS on CPU, ``max_memory_allocated`` on CUDA) is its own.
 - ``learning``: MAE against ShapesWorld ground truth on a held-out split for a trained export, the untrained critic
-  (same architecture and seed) and constant-score baselines.
+  (the recipe's starting weights) and constant-score baselines, with paired bootstrap intervals.
 
 Usage (CPU, tiny critic, ShapesWorld shards written on first use)::
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/critic_sft.py data --samples 1000 --workers 0 2
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/critic_sft.py train --steps 60
-    HF_HUB_OFFLINE=1 python benchmarks/critic_sft.py learning --export runs/critic_sft_shapes_consistency/hf \
-        --dimension consistency --samples 100
+    HF_HUB_OFFLINE=1 python benchmarks/critic_sft.py learning --recipe recipes/debug/critic_sft_shapes_quality.yaml
 """
 
 from __future__ import annotations
@@ -261,39 +260,93 @@ def train_side(args: argparse.Namespace) -> None:
 # -- learning ---------------------------------------------------------------------------------------------------------
 
 
+def _recipe_settings(path: Path) -> dict[str, Any]:
+    """What the learning benchmark needs from a ShapesWorld critic recipe: the critic's source, dimension, world,
+    templates, answer budget and where HFExport wrote the trained critic."""
+    import yaml
+
+    recipe = yaml.safe_load(path.read_text())
+    data = recipe["data"]["init_args"]
+    model = recipe["model"]["init_args"]
+    callbacks = recipe["trainer"].get("callbacks", [])
+    exports = [c["init_args"]["dirpath"] for c in callbacks if c["class_path"].endswith("HFExport")]
+    dimensions = data.get("dimensions") or ["execution", "consistency"]
+    return {
+        "critic": model["critic"],
+        "dimension": dimensions[0],
+        "image_size": data.get("image_size", 64),
+        "world_seed": data.get("world_seed", 0),
+        "templates": {d: str(REPO / t) for d, t in data.get("templates", {}).items()},
+        "max_new_tokens": model.get("evaluation", {}).get("max_new_tokens", 512),
+        "export": exports[0] if exports else None,
+    }
+
+
 def bench_learning(args: argparse.Namespace) -> None:
+    from jsonargparse import ArgumentParser
+
     from firm.critics.base import JudgeRequest
     from firm.critics.transformers import GenerativeJudge
-    from firm.tasks import TinyVLM
+    from firm.tasks.vlm import VLMSource
     from firm.worlds.shapes.world import ShapesWorld
 
-    world = ShapesWorld(size=args.image_size, split=args.split, seed=0)
-    samples = list(world.samples(args.dimension, args.samples))
+    recipe = _recipe_settings(args.recipe)
+    dimension = args.dimension or recipe["dimension"]
+    export = args.export or Path(recipe["export"])
+    world = ShapesWorld(size=recipe["image_size"], split=args.split, seed=recipe["world_seed"])
+    samples = list(world.samples(dimension, args.samples))
     labels = [s.score for s in samples]
     requests = [JudgeRequest(s.dimension, s.text, s.image, s.source) for s in samples]
-    templates = {args.dimension: TEMPLATES[args.dimension]} if args.dimension in TEMPLATES else None
-    settings = {"templates": templates, "max_new_tokens": args.max_new_tokens, "batch_size": 25}
-    trained = GenerativeJudge(str(args.export), device="cpu", **settings)
-    untrained_model = TinyVLM().build_model().eval()
-    untrained = GenerativeJudge.from_model(untrained_model, trained.processor, **settings)
+    settings = {
+        "templates": {dimension: recipe["templates"][dimension]} if dimension in recipe["templates"] else None,
+        "max_new_tokens": recipe["max_new_tokens"],
+        "batch_size": 25,
+    }
+    trained = GenerativeJudge(str(export), device="cpu", **settings)
+    # The untrained critic: the recipe's own critic source, i.e. the weights training started from.
+    parser = ArgumentParser()
+    parser.add_argument("--critic", type=VLMSource)
+    source = parser.instantiate(parser.parse_object({"critic": recipe["critic"]})).critic
+    untrained = GenerativeJudge.from_model(source.build_model().eval(), trained.processor, **settings)
     rows = []
-    for name, judge in (("trained (export)", trained), ("untrained (same seed)", untrained)):
-        scores = [v.score for v in judge.judge(requests)]
-        rows.append((name, scores))
-    train_labels = [s.score for s in ShapesWorld(size=args.image_size, split="train").samples(args.dimension, 500)]
+    for name, judge in (("trained (export)", trained), ("untrained (the recipe's starting weights)", untrained)):
+        started = time.perf_counter()
+        rows.append((name, [v.score for v in judge.judge(requests)]))
+        print(f"judged {len(requests)} samples with the {name} critic in {time.perf_counter() - started:.0f} s")
+    train_world = ShapesWorld(size=recipe["image_size"], split="train", seed=recipe["world_seed"])
+    train_labels = [s.score for s in train_world.samples(dimension, 500)]
     median = sorted(train_labels)[len(train_labels) // 2]
     rows.append((f"constant {median} (median of 500 train labels)", [median] * len(labels)))
-    if median != 3:
-        rows.append(("constant 3", [3] * len(labels)))
-    print(f"\n{args.dimension} on ShapesWorld split '{args.split}', {len(labels)} samples (scores uniform over 1-5)\n")
+    best = min(range(1, 6), key=lambda c: sum(abs(c - y) for y in labels))
+    rows.append((f"constant {best} (best constant on these labels, in hindsight)", [best] * len(labels)))
+    print(f"\n{dimension} on ShapesWorld split '{args.split}', {len(labels)} samples\n")
     print("| critic | MAE, valid verdicts | invalid rate | MAE, invalid = worst error | Pearson r (valid) |")
     print("|---|---|---|---|---|")
+    errors: dict[str, list[float]] = {}
     for name, scores in rows:
         valid = [(s, y) for s, y in zip(scores, labels, strict=True) if s is not None]
         mae = sum(abs(s - y) for s, y in valid) / len(valid) if valid else float("nan")
-        worst = sum(abs(s - y) if s is not None else max(y - 1, 5 - y) for s, y in zip(scores, labels, strict=True))
+        errors[name] = [
+            float(abs(s - y) if s is not None else max(y - 1, 5 - y)) for s, y in zip(scores, labels, strict=True)
+        ]
         r = _pearson([float(s) for s, _ in valid], [float(y) for _, y in valid])
-        print(f"| {name} | {mae:.3f} | {1 - len(valid) / len(labels):.2f} | {worst / len(labels):.3f} | {r:.2f} |")
+        worst = sum(errors[name]) / len(labels)
+        print(f"| {name} | {mae:.3f} | {1 - len(valid) / len(labels):.2f} | {worst:.3f} | {r:.2f} |")
+    ours = errors[rows[0][0]]
+    print("\nTrained critic's MAE (invalid = worst error) minus each baseline's, 95% paired bootstrap interval:")
+    for name, _ in rows[1:]:
+        low, high = _bootstrap_difference(ours, errors[name])
+        difference = (sum(ours) - sum(errors[name])) / len(ours)
+        print(f"- {name}: {difference:+.3f} ({low:+.3f} .. {high:+.3f})")
+
+
+def _bootstrap_difference(a: Sequence[float], b: Sequence[float], resamples: int = 2000) -> tuple[float, float]:
+    """95% percentile interval of mean(a - b) over paired resamples (seeded)."""
+    diff = torch.tensor(a) - torch.tensor(b)
+    generator = torch.Generator().manual_seed(0)
+    index = torch.randint(0, len(diff), (resamples, len(diff)), generator=generator)
+    means = diff[index].mean(dim=1).sort().values
+    return float(means[int(0.025 * resamples)]), float(means[int(0.975 * resamples) - 1])
 
 
 def _pearson(a: Sequence[float], b: Sequence[float]) -> float:
@@ -326,12 +379,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         train.add_argument("--data-workers", type=int, default=1)
         train.add_argument("--device", default="cpu")
     learning = sub.add_parser("learning")
-    learning.add_argument("--export", type=Path, required=True)
-    learning.add_argument("--dimension", default="consistency")
+    learning.add_argument("--recipe", type=Path, required=True, help="the ShapesWorld recipe that trained the critic")
+    learning.add_argument("--export", type=Path, help="trained critic folder (default: the recipe's HFExport one)")
+    learning.add_argument("--dimension", help="dimension to judge; the recipe's first if unset")
     learning.add_argument("--split", default="test")
-    learning.add_argument("--samples", type=int, default=100)
-    learning.add_argument("--image-size", type=int, default=64)
-    learning.add_argument("--max-new-tokens", type=int, default=700)
+    learning.add_argument("--samples", type=int, default=200)
     args = parser.parse_args(argv)
     if args.command == "train":
         args.forward = [
