@@ -34,7 +34,7 @@ from transformers import ProcessorMixin
 from firm.critics.base import DIMENSIONS, JudgeRequest, task_of
 from firm.data.plan import EpochPlan, resumed_plan
 from firm.data.schema import CriticSample, SampleError, from_wds
-from firm.data.sft import SampleTooLongError, build_sft_example, chat_prompt, collate_sft, request_of
+from firm.data.sft import build_sft_example, chat_prompt, collate_sft, request_of
 from firm.data.stream import RawSample, ShardStream, Split, count_samples, expand_shards, resolve_split
 from firm.prompts import PromptTemplate, default_template, load_template
 
@@ -68,18 +68,7 @@ SKIP_KINDS = ("corrupt_image", "missing_member", "bad_score", "bad_json", "inval
 def skip_kind(error: SampleError) -> str:
     """The metric name a skipped sample is counted under: corrupt_image, missing_member, bad_score, bad_json,
     too_long or invalid_sample."""
-    if isinstance(error, SampleTooLongError):
-        return "too_long"
-    problem = error.problem
-    if problem.startswith("missing member"):
-        return "missing_member"
-    if "not a decodable image" in problem:
-        return "corrupt_image"
-    if problem.startswith("score "):
-        return "bad_score"
-    if "'json'" in problem:
-        return "bad_json"
-    return "invalid_sample"
+    return error.kind
 
 
 class SFTEncoder:

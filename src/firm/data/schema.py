@@ -33,13 +33,24 @@ from firm.critics.base import DIMENSIONS, FIRM_RANGE, Task
 IMAGE_MEMBERS = {"out": ("out.png", "out.jpg", "out.jpeg"), "src": ("src.png", "src.jpg", "src.jpeg")}
 
 
-class SampleError(ValueError):
-    """A stored critic sample that cannot be read: names the sample key and the problem."""
+#: What can be wrong with a stored sample, as :attr:`SampleError.kind` names it.
+SAMPLE_ERROR_KINDS = ("missing_member", "bad_json", "corrupt_image", "bad_score", "invalid_sample")
 
-    def __init__(self, key: str, problem: str) -> None:
+
+class SampleError(ValueError):
+    """A stored critic sample that cannot be read: names the sample key and the problem.
+
+    Attributes:
+        key: the sample's key (``"<no key>"`` when it has none).
+        problem: what is wrong, for people.
+        kind: what is wrong, for programs: one of :data:`SAMPLE_ERROR_KINDS` (counters and metrics use it).
+    """
+
+    def __init__(self, key: str, problem: str, kind: str = "invalid_sample") -> None:
         super().__init__(f"sample {key!r}: {problem}")
         self.key = key
         self.problem = problem
+        self.kind = kind
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,7 +181,7 @@ def from_wds(d: Mapping[str, Any]) -> CriticSample:
         raise SampleError(key, f"unknown dimension {dimension!r}; choose one of {', '.join(DIMENSIONS)}")
     score = meta.get("score")
     if not isinstance(score, int) or score not in FIRM_RANGE:
-        raise SampleError(key, f"score {score!r} is not an integer in 1-5")
+        raise SampleError(key, f"score {score!r} is not an integer in 1-5", kind="bad_score")
     task = DIMENSIONS[dimension]
     image = _image_member(key, d, "out")
     source = _image_member(key, d, "src") if task == "edit" else None
@@ -200,16 +211,16 @@ def from_wds(d: Mapping[str, Any]) -> CriticSample:
 
 def _json_member(key: str, d: Mapping[str, Any]) -> dict[str, Any]:
     if "json" not in d:
-        raise SampleError(key, "missing member 'json'")
+        raise SampleError(key, "missing member 'json'", kind="missing_member")
     raw = d["json"]
     if isinstance(raw, dict):
         return raw
     try:
         meta = json.loads(raw)
     except (ValueError, TypeError) as err:
-        raise SampleError(key, f"member 'json' is not valid JSON ({err})") from None
+        raise SampleError(key, f"member 'json' is not valid JSON ({err})", kind="bad_json") from None
     if not isinstance(meta, dict):
-        raise SampleError(key, f"member 'json' holds a {type(meta).__name__}, not an object")
+        raise SampleError(key, f"member 'json' holds a {type(meta).__name__}, not an object", kind="bad_json")
     return meta
 
 
@@ -217,7 +228,7 @@ def _image_member(key: str, d: Mapping[str, Any], role: str) -> Image.Image:
     names = IMAGE_MEMBERS[role]
     name = next((n for n in names if n in d), None)
     if name is None:
-        raise SampleError(key, f"missing member {names[0]!r}")
+        raise SampleError(key, f"missing member {names[0]!r}", kind="missing_member")
     value = d[name]
     if isinstance(value, Image.Image):
         return value
@@ -225,5 +236,6 @@ def _image_member(key: str, d: Mapping[str, Any], role: str) -> Image.Image:
         image = Image.open(io.BytesIO(value))
         image.load()
     except Exception as err:  # PIL raises several unrelated types for corrupt data
-        raise SampleError(key, f"member {name!r} is not a decodable image ({type(err).__name__}: {err})") from None
+        problem = f"member {name!r} is not a decodable image ({type(err).__name__}: {err})"
+        raise SampleError(key, problem, kind="corrupt_image") from None
     return image

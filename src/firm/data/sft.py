@@ -35,7 +35,10 @@ IGNORE_INDEX = -100
 
 
 class SampleTooLongError(SampleError):
-    """A sample whose prompt and answer together exceed ``max_length`` tokens."""
+    """A sample whose prompt and answer together exceed ``max_length`` tokens (``kind`` ``too_long``)."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(key, problem, kind="too_long")
 
 
 def request_of(sample: CriticSample) -> JudgeRequest:

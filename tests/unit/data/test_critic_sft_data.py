@@ -91,8 +91,9 @@ def test_labels_fall_on_the_answer_and_end_of_turn_only(processor: object) -> No
 
 def test_too_long_sample_raises_naming_its_key(processor: object) -> None:
     sample = critic_sample(1, "execution")
-    with pytest.raises(SampleTooLongError, match="s00001.*more than max_length=50"):
+    with pytest.raises(SampleTooLongError, match="s00001.*more than max_length=50") as err:
         build_sft_example(processor, sample, default_template("execution"), max_length=50)  # type: ignore[arg-type]
+    assert err.value.kind == "too_long"
 
 
 def test_collate_right_pads_tokens_and_concatenates_images() -> None:

@@ -108,34 +108,41 @@ def _broken(edit: bool = True, **meta_changes: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("mutate", "problem"),
+    ("mutate", "problem", "kind"),
     [
-        (lambda d: d.pop("json"), "missing member 'json'"),
-        (lambda d: d.pop("out.png"), "missing member 'out.png'"),
-        (lambda d: d.pop("src.png"), "missing member 'src.png'"),
-        (lambda d: d.update({"out.png": b"\x89PNG not really"}), "member 'out.png' is not a decodable image"),
-        (lambda d: d.update({"json": b"{not json"}), "member 'json' is not valid JSON"),
-        (lambda d: d.update({"json": b"[1, 2]"}), "member 'json' holds a list, not an object"),
+        (lambda d: d.pop("json"), "missing member 'json'", "missing_member"),
+        (lambda d: d.pop("out.png"), "missing member 'out.png'", "missing_member"),
+        (lambda d: d.pop("src.png"), "missing member 'src.png'", "missing_member"),
+        (
+            lambda d: d.update({"out.png": b"\x89PNG not really"}),
+            "member 'out.png' is not a decodable image",
+            "corrupt_image",
+        ),
+        (lambda d: d.update({"json": b"{not json"}), "member 'json' is not valid JSON", "bad_json"),
+        (lambda d: d.update({"json": b"[1, 2]"}), "member 'json' holds a list, not an object", "bad_json"),
     ],
 )
-def test_bad_members_name_the_key_and_the_problem(mutate: Any, problem: str) -> None:
+def test_bad_members_name_the_key_and_the_problem(mutate: Any, problem: str, kind: str) -> None:
     d = to_wds(_edit())
     mutate(d)
     with pytest.raises(SampleError, match=problem) as err:
         from_wds(d)
+    assert err.value.kind == kind  # what counters and metrics use, instead of the message text
     assert err.value.key == "shapes-train-0-execution-0000001"
     assert str(err.value).startswith("sample 'shapes-train-0-execution-0000001': ")
 
 
 @pytest.mark.parametrize("score", [0, 6, "4", 3.5, True, None])
 def test_out_of_range_or_non_integer_scores_are_rejected(score: object) -> None:
-    with pytest.raises(SampleError, match=r"is not an integer in 1-5"):
+    with pytest.raises(SampleError, match=r"is not an integer in 1-5") as err:
         from_wds(_broken(score=score))
+    assert err.value.kind == "bad_score"
 
 
 def test_unknown_dimension_is_rejected() -> None:
-    with pytest.raises(SampleError, match="unknown dimension 'aesthetics'"):
+    with pytest.raises(SampleError, match="unknown dimension 'aesthetics'") as err:
         from_wds(_broken(dimension="aesthetics"))
+    assert err.value.kind == "invalid_sample"
 
 
 def test_missing_key_is_rejected() -> None:
