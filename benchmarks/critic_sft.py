@@ -294,13 +294,14 @@ def bench_learning(args: argparse.Namespace) -> None:
     dimension = args.dimension or recipe["dimension"]
     export = args.export or Path(recipe["export"])
     world = ShapesWorld(size=recipe["image_size"], split=args.split, seed=recipe["world_seed"])
-    samples = list(world.samples(dimension, args.samples))
+    samples = list(world.samples(dimension, args.n))
     labels = [s.score for s in samples]
     requests = [JudgeRequest(s.dimension, s.text, s.image, s.source) for s in samples]
     settings = {
         "templates": {dimension: recipe["templates"][dimension]} if dimension in recipe["templates"] else None,
         "max_new_tokens": recipe["max_new_tokens"],
         "batch_size": 25,
+        "samples": args.samples,
     }
     trained = GenerativeJudge(str(export), device="cpu", **settings)
     # The untrained critic: the recipe's own critic source, i.e. the weights training started from.
@@ -319,7 +320,8 @@ def bench_learning(args: argparse.Namespace) -> None:
     rows.append((f"constant {median} (median of 500 train labels)", [median] * len(labels)))
     best = min(range(1, 6), key=lambda c: sum(abs(c - y) for y in labels))
     rows.append((f"constant {best} (best constant on these labels, in hindsight)", [best] * len(labels)))
-    print(f"\n{dimension} on ShapesWorld split '{args.split}', {len(labels)} samples\n")
+    decoding = "greedy verdicts" if args.samples == 1 else f"each verdict the average of {args.samples} sampled answers"
+    print(f"\n{dimension} on ShapesWorld split '{args.split}', {len(labels)} samples, {decoding}\n")
     print("| critic | MAE, valid verdicts | invalid rate | MAE, invalid = worst error | Pearson r (valid) |")
     print("|---|---|---|---|---|")
     errors: dict[str, list[float]] = {}
@@ -383,7 +385,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     learning.add_argument("--export", type=Path, help="trained critic folder (default: the recipe's HFExport one)")
     learning.add_argument("--dimension", help="dimension to judge; the recipe's first if unset")
     learning.add_argument("--split", default="test")
-    learning.add_argument("--samples", type=int, default=200)
+    learning.add_argument("--n", type=int, default=200, help="held-out samples to judge")
+    learning.add_argument(
+        "--samples", type=int, default=1, help="answers per verdict: 1 = greedy; more = sampled and averaged (avg@n)"
+    )
     args = parser.parse_args(argv)
     if args.command == "train":
         args.forward = [

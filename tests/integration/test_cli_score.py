@@ -79,6 +79,8 @@ def test_score_a_generation_with_the_score_token_critic(critic_dir, edit_pair, c
         (["--image", "{ok}", "--prompt", "x", "--critic", "nope"], "no critic named 'nope'"),
         (["--image", "{ok}", "--prompt", "x", "--critic", "openai"], "needs --base-url"),
         (["--image", "{ok}", "--prompt", "x", "--base-url", "http://x"], "does not take --base-url"),
+        (["--image", "{ok}", "--prompt", "x", "--critic", "score_token", "--samples", "4"], "does not take --samples"),
+        (["--image", "{ok}", "--prompt", "x", "--samples", "0"], "need samples >= 1"),
         (["--image", "{ok}", "--prompt", "x", "--reward", "nope"], "no reward named 'nope'"),
         (["--image", "{ok}", "--prompt", "x", "--model", "{missing_dir}"], "no Hugging Face model folder"),
         (["--image", "{ok}", "--prompt", "x", "--template", "quality=./nowhere.txt"], "nowhere.txt"),

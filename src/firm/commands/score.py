@@ -25,7 +25,10 @@ GEN_DIMENSIONS = ("instruction", "quality")
 DEFAULT_REWARD = {"edit": "cme", "gen": "qma"}
 
 # CLI flag -> critic __init__ argument; passed only when given, and only to critics that take it.
-CRITIC_FLAGS = ("model", "base_url", "device", "dtype", "max_new_tokens", "max_pixels", "batch_size", "templates")
+CRITIC_FLAGS = (
+    "model", "base_url", "device", "dtype", "max_new_tokens", "max_pixels", "batch_size", "templates", "samples",
+    "temperature",
+)  # fmt: skip
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -70,6 +73,10 @@ def add_critic_arguments(group: Any, critic_default: str | None = "generative") 
     group.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help="token budget of every answer")
     group.add_argument("--max-pixels", dest="max_pixels", type=int, help="cap on image pixels seen by the critic")
     group.add_argument("--batch-size", dest="batch_size", type=int, help="requests per forward batch of the critic")
+    group.add_argument(
+        "--samples", type=int, help="answers sampled and averaged per verdict (avg@n); 1 (default) = greedy"
+    )
+    group.add_argument("--temperature", type=float, help="sampling temperature with --samples (default 1.0)")
     group.add_argument(
         "--template",
         dest="templates",

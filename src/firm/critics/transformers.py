@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,20 +26,52 @@ from firm.critics.inprocess import InProcessCritic
 from firm.critics.parsing import parse_verdict
 from firm.critics.score_token import ScoreTokenJudge
 
-__all__ = ["DEFAULT_MAX_NEW_TOKENS_PER_DIMENSION", "GenerativeJudge", "ScoreTokenJudge"]
+__all__ = ["DEFAULT_MAX_NEW_TOKENS_PER_DIMENSION", "GenerativeJudge", "ScoreTokenJudge", "average_verdicts"]
 
 #: Token budgets that differ from ``max_new_tokens`` by default: instruction answers check the prompt requirement by
 #: requirement before the rating, and run far longer than the edit critics' short JSON (FIRM: up to about 1-2K).
 DEFAULT_MAX_NEW_TOKENS_PER_DIMENSION: dict[str, int] = {"instruction": 1024}
 
 # Settings the judge owns; letting generation_kwargs override them would break greedy decoding or the token budget.
-_RESERVED_GENERATION_KWARGS = ("do_sample", "max_new_tokens", "max_length")
+_RESERVED_GENERATION_KWARGS = (
+    "do_sample", "max_new_tokens", "max_length", "num_return_sequences", "temperature", "top_k", "top_p",
+)  # fmt: skip
+
+
+def average_verdicts(verdicts: Sequence[Verdict], score_range: ScoreRange = FIRM_RANGE) -> Verdict:
+    """One verdict from several sampled answers to the same request: the mean of their valid scores.
+
+    ``expected`` is the mean, ``score`` the mean rounded half up, ``distribution`` the share of valid answers giving
+    each score of the range. Reasoning, raw text and sub-scores are those of the valid answer whose score is
+    closest to the mean (the first such). Invalid answers are left out; when no answer is valid the verdict is
+    invalid, with the first answer's reason.
+    """
+    valid = [v for v in verdicts if v.score is not None]
+    if not valid:
+        first = verdicts[0]
+        reason = f"none of the {len(verdicts)} sampled answers gave a score; the first: {first.invalid_reason}"
+        return dataclasses.replace(first, invalid_reason=reason)
+    scores = [v.score for v in valid if v.score is not None]
+    mean = sum(scores) / len(scores)
+    score = min(max(math.floor(mean + 0.5), score_range.low), score_range.high)
+    chosen = min(valid, key=lambda v: abs((v.score or 0) - mean))
+    counts = [scores.count(s) / len(scores) for s in range(score_range.low, score_range.high + 1)]
+    return dataclasses.replace(
+        chosen,
+        score=score,
+        expected=mean,
+        distribution=tuple(counts),
+        sub_scores=chosen.sub_scores if chosen.score == score else None,
+    )
 
 
 class GenerativeJudge(InProcessCritic):
     """A generative judge: the VLM writes its answer greedily and :func:`~firm.critics.parsing.parse_verdict` reads it.
 
     Requests are grouped by dimension and generated ``batch_size`` at a time, left padded, with ``do_sample=False``.
+    With ``samples`` above 1 the judge instead samples that many answers per request (at ``temperature``, top-k and
+    top-p off, seeded) and returns their average (:func:`average_verdicts`), as EditScore's avg@n does: the score is
+    the rounded mean, ``expected`` the mean, ``distribution`` the share of each score.
     Other generation settings come from the model's ``generation_config`` (e.g. a ``repetition_penalty`` it ships
     with), as vLLM applies them too; ``generation_kwargs`` overrides them. Only the new tokens are decoded, special
     tokens skipped. Every verdict keeps that text in ``raw``. An answer still unfinished at its token budget is parsed
@@ -61,10 +94,15 @@ class GenerativeJudge(InProcessCritic):
         trust_remote_code: run code shipped with the model; off unless you trust its source.
         score_range: the integer scale the critic answers on; FIRM's 1-5 by default.
         progress: show a progress bar over the requests of a :meth:`judge` call.
+        samples: answers per request; 1 (the default) decodes greedily, more samples and averages.
+        temperature: sampling temperature when ``samples`` > 1.
+        seed: seeds the sampling of each ``generate`` call (the same requests in the same batches give the same
+            verdicts); the global random state is left as it was.
 
     Raises:
         ValueError: for a token budget below 1, a budget or template for an unknown dimension, a reserved key in
-            ``generation_kwargs``, or a tokenizer without a pad token.
+            ``generation_kwargs``, ``samples`` below 1, a temperature that is not positive, or a tokenizer without
+            a pad token.
     """
 
     def __init__(
@@ -82,7 +120,12 @@ class GenerativeJudge(InProcessCritic):
         trust_remote_code: bool = False,
         score_range: ScoreRange = FIRM_RANGE,
         progress: bool = False,
+        samples: int = 1,
+        temperature: float = 1.0,
+        seed: int = 0,
     ) -> None:
+        if samples < 1 or not temperature > 0:
+            raise ValueError(f"need samples >= 1 and temperature > 0, got samples={samples}, temperature={temperature}")
         per_dimension = (
             dict(DEFAULT_MAX_NEW_TOKENS_PER_DIMENSION)
             if max_new_tokens_per_dimension is None
@@ -98,8 +141,8 @@ class GenerativeJudge(InProcessCritic):
         reserved = sorted(set(generation_kwargs or {}) & set(_RESERVED_GENERATION_KWARGS))
         if reserved:
             raise ValueError(
-                f"generation_kwargs cannot set {', '.join(reserved)}: the judge decodes greedily; "
-                "use max_new_tokens / max_new_tokens_per_dimension for the token budget"
+                f"generation_kwargs cannot set {', '.join(reserved)}: the judge decodes greedily (or samples with "
+                "samples= and temperature=); use max_new_tokens / max_new_tokens_per_dimension for the token budget"
             )
         super().__init__(
             model,
@@ -116,6 +159,9 @@ class GenerativeJudge(InProcessCritic):
         self.max_new_tokens = max_new_tokens
         self.max_new_tokens_per_dimension = per_dimension
         self.generation_kwargs = dict(generation_kwargs or {})
+        self.samples = samples
+        self.temperature = temperature
+        self.seed = seed
         tokenizer = self.processor.tokenizer
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; batched generation needs one (set tokenizer.pad_token)")
@@ -134,14 +180,20 @@ class GenerativeJudge(InProcessCritic):
         budget = self.max_new_tokens_for(dimension)
         new_BN = self.answer_tokens(requests, budget, texts)
         answers = self.processor.tokenizer.batch_decode(new_BN, skip_special_tokens=True)
-        return [self._verdict(dimension, answer, ids, budget) for answer, ids in zip(answers, new_BN, strict=True)]
+        verdicts = [self._verdict(dimension, answer, ids, budget) for answer, ids in zip(answers, new_BN, strict=True)]
+        if self.samples == 1:
+            return verdicts
+        # generate returns the samples of each request next to each other.
+        n = self.samples
+        return [average_verdicts(verdicts[i * n : (i + 1) * n], self.score_range) for i in range(len(requests))]
 
     def answer_tokens(
         self, requests: Sequence[JudgeRequest], max_new_tokens: int, texts: Sequence[str] | None = None
     ) -> list[list[int]]:
         """The generated token ids of each request's answer, in one ``generate`` call.
 
-        Rows that stop early are padded to the longest answer with the pad token (or end with an end token).
+        Rows that stop early are padded to the longest answer with the pad token (or end with an end token). With
+        ``samples`` > 1 there are that many rows per request, a request's samples next to each other.
 
         Args:
             requests: one batch.
@@ -149,12 +201,20 @@ class GenerativeJudge(InProcessCritic):
             texts: the requests' :meth:`chat_text`, when the caller already has it.
         """
         inputs = self.encode(requests, texts)
-        with torch.inference_mode():
+        decoding: dict[str, Any] = {"do_sample": False}
+        if self.samples > 1:
+            decoding = {
+                "do_sample": True, "num_return_sequences": self.samples, "temperature": self.temperature,
+                "top_k": 0, "top_p": 1.0,
+            }  # fmt: skip
+        device = self.model.device
+        with torch.inference_mode(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
             out_BL = self.model.generate(
                 **inputs,
                 max_new_tokens=max_new_tokens,
-                do_sample=False,
                 pad_token_id=self.pad_token_id,
+                **decoding,
                 **self.generation_kwargs,
             )
         # Left padding puts every prompt's end at column T, so the new tokens of each row start there.

@@ -13,9 +13,9 @@ from jsonargparse import ArgumentParser
 from PIL import Image
 from transformers import PreTrainedModel, ProcessorMixin
 
-from firm.critics.base import Critic, JudgeRequest
+from firm.critics.base import Critic, JudgeRequest, Verdict
 from firm.critics.parsing import REASON_CATEGORIES, reason_category
-from firm.critics.transformers import DEFAULT_MAX_NEW_TOKENS_PER_DIMENSION, GenerativeJudge
+from firm.critics.transformers import DEFAULT_MAX_NEW_TOKENS_PER_DIMENSION, GenerativeJudge, average_verdicts
 from firm.testing import CRITIC_FAMILIES, build_tiny_critic, save_tiny_critic
 
 Pair = tuple[PreTrainedModel, ProcessorMixin]
@@ -162,6 +162,65 @@ def test_a_well_formed_answer_is_decoded_and_parsed_into_its_score(tiny: Pair) -
         assert verdict.raw == answer, "only the new tokens are decoded, special tokens skipped"
 
 
+def choosing(processor: ProcessorMixin, prefix: str, digits: str) -> Callable[[int, torch.Tensor], list[int]]:
+    """A prefix_allowed_tokens_fn that makes the model write ``prefix``, then one of ``digits`` (its own pick), then
+    ``]}`` and the end of its turn."""
+    tokenizer = processor.tokenizer
+    head = tokenizer.encode(prefix, add_special_tokens=False)
+    tail = [*tokenizer.encode("]}", add_special_tokens=False), tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    choices = [tokenizer.convert_tokens_to_ids(d) for d in digits]
+    im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    header = len(tokenizer.encode("assistant\n", add_special_tokens=False))
+
+    def allowed(batch_id: int, ids: torch.Tensor) -> list[int]:
+        seen = ids.tolist()
+        at = len(seen) - (len(seen) - seen[::-1].index(im_start) + header)
+        if at < len(head):
+            return [head[at]]
+        if at == len(head):
+            return choices
+        return [tail[min(at - len(head) - 1, len(tail) - 1)]]
+
+    return allowed
+
+
+def test_sampled_answers_are_averaged_into_one_seeded_verdict(tiny: Pair) -> None:
+    model, processor = tiny
+    judge = GenerativeJudge.from_model(
+        model, processor, max_new_tokens=48, samples=8, seed=3,
+        generation_kwargs={"prefix_allowed_tokens_fn": choosing(processor, '{"reasoning": "r", "score": [', "35")},
+    )  # fmt: skip
+    requests = [edit("add a hat", i) for i in range(4)]
+    state = torch.random.get_rng_state()
+    verdicts = judge.judge(requests)
+    assert torch.equal(torch.random.get_rng_state(), state), "sampling leaves the global random state alone"
+    for verdict in verdicts:
+        assert verdict.valid and verdict.expected is not None and verdict.distribution is not None
+        low, _, three, _, five = verdict.distribution
+        assert low == 0 and three + five == pytest.approx(1.0)
+        assert verdict.expected == pytest.approx(3 * three + 5 * five)
+        assert verdict.score == int(verdict.expected + 0.5)
+    # The random weights split their picks between 3 and 5: the average is not a single answer's score.
+    assert any(0 < v.distribution[2] < 1 for v in verdicts if v.distribution)
+    assert judge.judge(requests) == verdicts, "the same seed gives the same verdicts"
+
+
+def test_average_verdicts_rounds_the_mean_and_keeps_invalid_answers_out() -> None:
+    answers = [
+        Verdict("quality", 3, "a", sub_scores=(3, 5, 4)),
+        Verdict("quality", None, raw="?", invalid_reason="no score"),
+        Verdict("quality", 4, "b", sub_scores=(4, 4, 5)),
+    ]
+    averaged = average_verdicts(answers)
+    assert (averaged.score, averaged.expected) == (4, 3.5)  # half rounds up
+    assert averaged.distribution == (0.0, 0.0, 0.5, 0.5, 0.0)
+    assert (averaged.reasoning, averaged.sub_scores) == ("a", None)  # the first closest answer; its 3 is not the score
+    assert average_verdicts(answers[2:]).sub_scores == (4, 4, 5)
+    none = average_verdicts([answers[1], answers[1]])
+    assert not none.valid and none.invalid_reason is not None
+    assert none.invalid_reason.startswith("none of the 2 sampled answers gave a score")
+
+
 def test_token_budgets_per_dimension(tiny: Pair) -> None:
     judge = GenerativeJudge.from_model(*tiny, max_new_tokens=32)
     assert judge.max_new_tokens_for("execution") == 32
@@ -182,6 +241,9 @@ def test_token_budgets_per_dimension(tiny: Pair) -> None:
         ({"templates": {"execution": "no_such_template"}}, "unknown prompt template"),
         ({"batch_size": 0}, "batch_size must be at least 1"),
         ({"device": "cpu", "dtype": "float32"}, "device, dtype configure loading"),
+        ({"samples": 0}, "need samples >= 1"),
+        ({"samples": 4, "temperature": 0.0}, "temperature > 0"),
+        ({"generation_kwargs": {"temperature": 0.7}}, "cannot set temperature"),
     ],
 )
 def test_bad_settings_fail_at_construction(tiny: Pair, settings: dict[str, object], message: str) -> None:
