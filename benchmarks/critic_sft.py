@@ -262,22 +262,24 @@ def train_side(args: argparse.Namespace) -> None:
 
 def _recipe_settings(path: Path) -> dict[str, Any]:
     """What the learning benchmark needs from a ShapesWorld critic recipe: the critic's source, dimension, world,
-    templates, answer budget and where HFExport wrote the trained critic."""
-    import yaml
+    templates, answer budget and where HFExport wrote the trained critic. Read with firm's own recipe parser, so that
+    every setting the recipe leaves out has the class's default."""
+    from firm.fit import FirmCLI
 
-    recipe = yaml.safe_load(path.read_text())
-    data = recipe["data"]["init_args"]
-    model = recipe["model"]["init_args"]
-    callbacks = recipe["trainer"].get("callbacks", [])
-    exports = [c["init_args"]["dirpath"] for c in callbacks if c["class_path"].endswith("HFExport")]
-    dimensions = data.get("dimensions") or ["execution", "consistency"]
+    class _Parse(FirmCLI):
+        def instantiate_classes(self) -> None:
+            return None
+
+    config = _Parse(args=["--config", str(path)], run=False).config
+    data, model = config["data"]["init_args"], config["model"]["init_args"]
+    exports = [c.init_args.dirpath for c in config["trainer"]["callbacks"] or [] if c.class_path.endswith("HFExport")]
     return {
-        "critic": model["critic"],
-        "dimension": dimensions[0],
-        "image_size": data.get("image_size", 64),
-        "world_seed": data.get("world_seed", 0),
-        "templates": {d: str(REPO / t) for d, t in data.get("templates", {}).items()},
-        "max_new_tokens": model.get("evaluation", {}).get("max_new_tokens", 512),
+        "critic": model["critic"].as_dict(),
+        "dimension": (data["dimensions"] or ["execution"])[0],
+        "image_size": data["image_size"],
+        "world_seed": data["world_seed"],
+        "templates": {d: str(REPO / t) for d, t in (data["templates"] or {}).items()},
+        "max_new_tokens": model["evaluation"].max_new_tokens,
         "export": exports[0] if exports else None,
     }
 

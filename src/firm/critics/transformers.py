@@ -14,9 +14,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -51,7 +52,7 @@ def average_verdicts(verdicts: Sequence[Verdict], score_range: ScoreRange = FIRM
         first = verdicts[0]
         reason = f"none of the {len(verdicts)} sampled answers gave a score; the first: {first.invalid_reason}"
         return dataclasses.replace(first, invalid_reason=reason)
-    scores = [v.score for v in valid if v.score is not None]
+    scores = [v.score for v in valid if v.score is not None]  # all of them; the check is for the type checker
     mean = sum(scores) / len(scores)
     score = min(max(math.floor(mean + 0.5), score_range.low), score_range.high)
     chosen = min(valid, key=lambda v: abs((v.score or 0) - mean))
@@ -207,9 +208,7 @@ class GenerativeJudge(InProcessCritic):
                 "do_sample": True, "num_return_sequences": self.samples, "temperature": self.temperature,
                 "top_k": 0, "top_p": 1.0,
             }  # fmt: skip
-        device = self.model.device
-        with torch.inference_mode(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(self.seed)
+        with torch.inference_mode(), self._seeded() if self.samples > 1 else contextlib.nullcontext():
             out_BL = self.model.generate(
                 **inputs,
                 max_new_tokens=max_new_tokens,
@@ -220,6 +219,14 @@ class GenerativeJudge(InProcessCritic):
         # Left padding puts every prompt's end at column T, so the new tokens of each row start there.
         new_BN: list[list[int]] = out_BL[:, inputs["input_ids"].shape[1] :].tolist()
         return new_BN
+
+    @contextlib.contextmanager
+    def _seeded(self) -> Iterator[None]:
+        """Sampling seeded with ``seed``; the global random state is restored afterwards (greedy needs neither)."""
+        device = self.model.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            yield
 
     def _verdict(self, dimension: str, answer: str, ids: list[int], budget: int) -> Verdict:
         verdict = parse_verdict(answer, dimension, self.score_range)
