@@ -41,7 +41,7 @@ TEMPLATES = {d: str(REPO / "recipes" / "debug" / "templates" / f"{d}.txt") for d
 
 def shapes_shards(root: Path, dimension: str, n: int, split: str = "train") -> str:
     """A brace pattern over ShapesWorld shards of ``n`` samples (written once under ``root``)."""
-    from firm.data.shapes_sft import ShapesWorldSFTDataModule
+    from firm.worlds.shapes.sft import ShapesWorldSFTDataModule
 
     data = ShapesWorldSFTDataModule(
         root=str(root),
@@ -289,7 +289,7 @@ def bench_learning(args: argparse.Namespace) -> None:
 
     from firm.critics.base import JudgeRequest
     from firm.critics.transformers import GenerativeJudge
-    from firm.tasks.vlm import VLMSource
+    from firm.tasks.critic_sft import VLMSource
     from firm.worlds.shapes.world import ShapesWorld
 
     recipe = _recipe_settings(args.recipe)

@@ -40,9 +40,9 @@ from firm.critics.base import JudgeRequest
 from firm.critics.hf import PROCESSOR_CLASSES, image_only_processor_class, load_vlm, resolve_device, resolve_dtype
 from firm.critics.inprocess import InProcessCritic
 from firm.critics.score_token import ScoreTokenJudge
+from firm.critics.tiny import CHAT_TEMPLATE, SPECIAL_TOKENS, tiny_tokenizer
 from firm.critics.transformers import GenerativeJudge
 from firm.testing import CRITIC_FAMILIES, build_tiny_critic
-from firm.testing.models import CHAT_TEMPLATE, SPECIAL_TOKENS, tiny_tokenizer
 
 INSTRUCTIONS = (
     "add a red hat",

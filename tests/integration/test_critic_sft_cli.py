@@ -8,6 +8,7 @@ Each run is a fresh ``python -m firm.fit`` process (about 30-60 s on two CPU cor
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -42,7 +44,11 @@ class _ParseOnly(FirmCLI):
 def test_every_recipe_parses(recipe: str) -> None:
     cli = _ParseOnly(args=["--config", str(REPO / recipe)], run=False)
     assert cli.config["model"]["class_path"].startswith("firm.tasks.")
-    assert cli.config["data"]["class_path"].startswith("firm.data.")
+    # The datamodule is one of firm's, by a path that imports (not a moved module's old name).
+    data_path = cli.config["data"]["class_path"]
+    assert data_path.startswith(("firm.data.", "firm.worlds."))
+    module, _, name = data_path.rpartition(".")
+    assert issubclass(getattr(importlib.import_module(module), name), pl.LightningDataModule)
 
 
 def _workdir(root: Path) -> Path:

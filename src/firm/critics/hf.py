@@ -157,6 +157,11 @@ def limit_pixels(processor: ProcessorMixin, *, max_pixels: int | None = None, mi
     image_processor.size = SizeDict(**size)
 
 
+def model_type_of(path: str | Path, trust_remote_code: bool = False) -> str:
+    """The ``model_type`` of a hub id or a local folder (``qwen3_vl``, ``qwen2_5_vl``...)."""
+    return str(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code).model_type)
+
+
 def read_model_type(folder: str | Path) -> str:
     """The ``model_type`` in a local folder's config.json."""
     return str(json.loads((Path(folder) / "config.json").read_text())["model_type"])

@@ -256,7 +256,7 @@ class _PlannedLoader(DataLoader):
 
 
 class CriticSFTDataModule(pl.LightningDataModule):
-    """Streams critic-sample shards into SFT batches for :class:`~firm.tasks.CriticSFTTask`.
+    """Streams critic-sample shards into SFT batches for :class:`~firm.tasks.critic_sft.CriticSFTTask`.
 
     Args:
         train: training shards: a path, a brace pattern (``data/train-{000..015}.tar``), a ``pipe:`` URL, or a list.
@@ -358,8 +358,7 @@ class CriticSFTDataModule(pl.LightningDataModule):
         """The critic's processor, with ``max_pixels`` / ``min_pixels`` applied."""
         if self._processor is None:
             if self.processor_source is not None:
-                from firm.critics.hf import load_processor
-                from firm.tasks.vlm import model_type_of
+                from firm.critics.hf import load_processor, model_type_of
 
                 self._processor = load_processor(self.processor_source, model_type_of(self.processor_source))
             else:

@@ -1,10 +1,20 @@
-"""LightningModules: each composes injected parts (a critic model source, settings dataclasses) into training."""
+"""LightningModules as packages: each composes injected parts (a model source, settings dataclasses) into training.
+
+``critic_sft`` trains critics; RL and policy SFT tasks join as packages beside it.
+"""
 
 import torch
 
-from firm.tasks.critic_sft import CriticSFTTask, apply_lora
-from firm.tasks.settings import EvalSettings, LoraSettings, OptimizerSettings
-from firm.tasks.vlm import PretrainedVLM, TinyVLM, VLMSource
+from firm.tasks.critic_sft import (
+    CriticSFTTask,
+    EvalSettings,
+    LoraSettings,
+    OptimizerSettings,
+    PretrainedVLM,
+    TinyVLM,
+    VLMSource,
+    apply_lora,
+)
 
 __all__ = [
     "CriticSFTTask",
@@ -18,5 +28,19 @@ __all__ = [
 ]
 
 # Tasks built in Python (not from YAML) keep these objects in their checkpoints' hyperparameters. They hold plain
-# settings only, so checkpoints stay loadable with torch.load(weights_only=True), as Lightning resumes them.
-torch.serialization.add_safe_globals([EvalSettings, LoraSettings, OptimizerSettings, PretrainedVLM, TinyVLM])
+# settings only, so checkpoints stay loadable with torch.load(weights_only=True), as Lightning resumes them. The
+# second names are where these classes lived before the task packages; checkpoints written then name them so.
+torch.serialization.add_safe_globals(
+    [
+        EvalSettings,
+        LoraSettings,
+        OptimizerSettings,
+        PretrainedVLM,
+        TinyVLM,
+        (EvalSettings, "firm.tasks.settings.EvalSettings"),
+        (LoraSettings, "firm.tasks.settings.LoraSettings"),
+        (OptimizerSettings, "firm.tasks.settings.OptimizerSettings"),
+        (PretrainedVLM, "firm.tasks.vlm.PretrainedVLM"),
+        (TinyVLM, "firm.tasks.vlm.TinyVLM"),
+    ]
+)

@@ -1,4 +1,4 @@
-"""Callbacks for critic training runs."""
+"""Callbacks for training runs of any firm task."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from firm.training.export import export_critic
+from firm.training.export import Exportable
 from firm.training.zero import deepspeed_config, zero_stage
 
 __all__ = ["HFExport", "full_state_dict"]
@@ -36,8 +36,8 @@ def full_state_dict(trainer: pl.Trainer) -> dict[str, torch.Tensor] | None:
 
 
 class HFExport(pl.Callback):
-    """At the end of ``fit``, write the trained critic as a Hugging Face folder (what ``firm export`` writes from a
-    checkpoint).
+    """At the end of ``fit``, write the trained model as the task exports it (critics: a Hugging Face folder), what
+    ``firm export`` writes from a checkpoint.
 
     Args:
         dirpath: the folder to write.
@@ -50,12 +50,16 @@ class HFExport(pl.Callback):
         self.adapter = adapter
         self.dtype = dtype
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Checked when the run starts, not after hours of training.
+        if not isinstance(pl_module, Exportable):
+            raise TypeError(f"HFExport needs a task that exports its model; {type(pl_module).__name__} does not")
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.interrupted:
+        if trainer.interrupted or not isinstance(pl_module, Exportable):
             return
         state = full_state_dict(trainer)
         if state is not None:
-            meta = pl_module.export_meta()  # type: ignore[operator]
-            export_critic(state, pl_module, meta, self.dirpath, adapter=self.adapter, dtype=self.dtype)
-            print(f"exported the critic to {self.dirpath}")
+            pl_module.export_model(state, pl_module.export_meta(), self.dirpath, adapter=self.adapter, dtype=self.dtype)
+            print(f"exported the model to {self.dirpath}")
         trainer.strategy.barrier("firm_hf_export")

@@ -1,32 +1,58 @@
-"""From a trained critic to a Hugging Face folder that ``firm score``, transformers and vLLM load directly.
+"""From a training checkpoint to a folder that inference loads: the part every task shares.
 
-Sources: the live task at the end of a run (:class:`~firm.training.callbacks.HFExport`), a Lightning checkpoint file,
-or a DeepSpeed ZeRO-2/3 checkpoint folder (its partitions are merged into fp32 weights with DeepSpeed's own
-``zero_to_fp32``). LoRA adapters are merged into the weights by default, or written as a peft adapter folder whose
-``base_model_name_or_path`` names the base model (transformers and vLLM's ``--lora-modules`` load that; ``firm score``
-needs a merged folder).
+A task that can be exported implements :class:`Exportable`: :meth:`~Exportable.export_meta` says what a checkpoint
+must keep besides the weights (model config, generation config, processor sizes...) and
+:meth:`~Exportable.export_model` writes the folder from a state dict and that metadata. Each checkpoint then records
+which task wrote it (:func:`export_entry`, stored by the task's ``on_save_checkpoint``), so :func:`export_checkpoint`
+rebuilds that task from the checkpoint's hyperparameters and lets it write itself; this module knows no task.
 
-Checkpoints are read with ``torch.load(weights_only=False)``, as Lightning itself resumes them: they hold pickled
-training state, so export only checkpoints you trust.
+Sources: a Lightning checkpoint file, or a DeepSpeed ZeRO-2/3 checkpoint folder (its partitions are merged into
+fp32 weights with DeepSpeed's own ``zero_to_fp32``). Checkpoints are read with ``torch.load(weights_only=False)``,
+as Lightning itself resumes them: they hold pickled training state, so export only checkpoints you trust.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
-from transformers import AutoModelForImageTextToText, GenerationConfig, PretrainedConfig
-from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-from firm.critics.hf import resolve_dtype
+__all__ = ["EXPORT_KEY", "Exportable", "export_checkpoint", "export_entry", "read_checkpoint", "task_from_hparams"]
 
-__all__ = ["export_checkpoint", "export_critic", "read_checkpoint", "task_from_hparams"]
+#: The checkpoint entry naming the task that wrote it and its export metadata: ``{"task": path, "meta": {...}}``.
+EXPORT_KEY = "firm_export"
+#: The entry checkpoints written before EXPORT_KEY existed carry (critic SFT only); read for one more release.
+_LEGACY_KEYS = {"firm_critic": "firm.tasks.critic_sft.CriticSFTTask"}
 
-#: The key under which CriticSFTTask stores the model config, generation config and image size in a checkpoint.
-META_KEY = "firm_critic"
-_MODEL_PREFIX = "model."
+
+@runtime_checkable
+class Exportable(Protocol):
+    """A task that writes its trained model as a folder inference loads (a Hugging Face folder for critics)."""
+
+    def export_meta(self) -> dict[str, Any]:
+        """What an export needs besides the weights; stored in every checkpoint."""
+        ...
+
+    def export_model(
+        self,
+        state: Mapping[str, torch.Tensor],
+        meta: Mapping[str, Any],
+        out: Path,
+        *,
+        adapter: bool = False,
+        dtype: str | None = None,
+    ) -> Path:
+        """Write the model whose weights are ``state`` (this task's state dict) to ``out``; returns ``out``."""
+        ...
+
+
+def export_entry(task: Exportable) -> dict[str, Any]:
+    """The checkpoint entry (under :data:`EXPORT_KEY`) that lets :func:`export_checkpoint` find ``task`` again."""
+    cls = type(task)
+    return {"task": f"{cls.__module__}.{cls.__qualname__}", "meta": task.export_meta()}
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -61,104 +87,51 @@ def _read_zero_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[s
     return {key.removeprefix("_forward_module."): value for key, value in state.items()}, client
 
 
-def task_from_hparams(hparams: Mapping[str, Any]) -> Any:
-    """Rebuild the task a checkpoint was trained with (its processor and settings; the model is not built).
+def task_from_hparams(task_class: type, hparams: Mapping[str, Any]) -> Any:
+    """Rebuild the task a checkpoint was trained with from its hyperparameters (tasks build their models lazily, in
+    ``configure_model``, so this builds settings and processors, not weights).
 
     Works for checkpoints written by ``firm fit`` (the hyperparameters are the YAML config) and for tasks built in
     Python (the hyperparameters are the objects themselves).
     """
-    from firm.tasks.critic_sft import CriticSFTTask
-
     hparams = dict(hparams)
     if hparams.pop("_instantiator", None) is not None:
         from lightning.pytorch.cli import instantiate_module
 
-        return instantiate_module(CriticSFTTask, hparams)
-    return CriticSFTTask(**hparams)
+        return instantiate_module(task_class, hparams)
+    return task_class(**hparams)
+
+
+def _task_class(path: str, checkpoint: str | Path) -> type:
+    module, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"{checkpoint} was written by task {path}, which cannot be imported here: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Exportable)):
+        raise ValueError(f"{checkpoint} names {path} as its task, which cannot export a model")
+    return cls
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, adapter: bool = False, dtype: str | None = None) -> Path:
-    """Write the critic trained in ``checkpoint`` as a Hugging Face folder at ``out``.
+    """Write the model trained in ``checkpoint`` as the folder its task exports (a Hugging Face folder for critics).
 
     Args:
-        checkpoint: a Lightning checkpoint file or DeepSpeed checkpoint folder written by a CriticSFTTask run.
+        checkpoint: a Lightning checkpoint file or DeepSpeed checkpoint folder written by a firm task.
         out: the folder to write.
         adapter: with LoRA, write the adapter instead of merging it.
         dtype: ``float32``, ``bfloat16`` or ``float16``; the checkpoint's own dtype when None.
 
     Raises:
-        ValueError: for a checkpoint without the critic metadata CriticSFTTask stores.
+        ValueError: for a checkpoint no exportable firm task wrote.
     """
     state, rest = read_checkpoint(checkpoint)
-    if META_KEY not in rest:
-        raise ValueError(f"{checkpoint} was not written by a CriticSFTTask run (no {META_KEY!r} entry)")
-    task = task_from_hparams(rest.get("hyper_parameters", {}))
-    return export_critic(state, task, rest[META_KEY], out, adapter=adapter, dtype=dtype)
-
-
-def export_critic(
-    state: Mapping[str, torch.Tensor],
-    task: Any,
-    meta: Mapping[str, Any],
-    out: str | Path,
-    adapter: bool = False,
-    dtype: str | None = None,
-) -> Path:
-    """Write a critic as a Hugging Face folder from the task's state dict.
-
-    The model is rebuilt from its config on the meta device and takes the given tensors as they are, so no second
-    copy of the weights is ever allocated.
-
-    Args:
-        state: the task's state dict (keys ``model.…``; with LoRA, peft's names).
-        task: the CriticSFTTask (for its processor and LoRA settings).
-        meta: what ``CriticSFTTask.export_meta()`` returns: model config, generation config, image size.
-        out: the folder to write.
-        adapter: with LoRA, write the adapter (and the processor) instead of merging it.
-        dtype: ``float32``, ``bfloat16`` or ``float16``; the state's own dtype when None.
-
-    Raises:
-        ValueError: for ``adapter`` without LoRA, or an adapter whose base model exists only in memory.
-    """
-    out = Path(out)
-    if adapter and task.lora is None:
-        raise ValueError("adapter=True exports a LoRA adapter, but this critic was fully fine-tuned")
-    model_state = {k.removeprefix(_MODEL_PREFIX): v for k, v in state.items() if k.startswith(_MODEL_PREFIX)}
-    config = _config_from_dict(meta["config"])
-    with torch.device("meta"):
-        model = AutoModelForImageTextToText.from_config(config)
-    if task.lora is not None:
-        from firm.tasks.critic_sft import apply_lora
-
-        model = apply_lora(model, task.lora)
-    model.load_state_dict(model_state, strict=True, assign=True)
-    if dtype is not None:
-        model.to(resolve_dtype(dtype, torch.device("cpu")))
-    processor = task.processor
-    for name, value in meta.get("image_size", {}).items():
-        processor.image_processor.size[name] = value
-    out.mkdir(parents=True, exist_ok=True)
-    if adapter:
-        base = task.critic.base_path
-        if base is None:
-            raise ValueError(
-                "this critic's base model exists only in memory (TinyVLM); an adapter needs a base on disk or the "
-                "hub, so export it merged (adapter=False)"
-            )
-        model.peft_config["default"].base_model_name_or_path = base
-        model.save_pretrained(out)
-    else:
-        if task.lora is not None:
-            model = model.merge_and_unload()
-        model.tie_weights()
-        model.generation_config = GenerationConfig.from_dict(dict(meta["generation_config"]))
-        model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
-
-
-def _config_from_dict(data: Mapping[str, Any]) -> PretrainedConfig:
-    data = dict(data)
-    config_class = CONFIG_MAPPING[data["model_type"]]
-    config: PretrainedConfig = config_class.from_dict(data)
-    return config
+    entry = rest.get(EXPORT_KEY)
+    if entry is None:
+        legacy = next((key for key in _LEGACY_KEYS if key in rest), None)
+        if legacy is None:
+            raise ValueError(f"{checkpoint} was not written by a firm task that exports a model (no {EXPORT_KEY!r})")
+        entry = {"task": _LEGACY_KEYS[legacy], "meta": rest[legacy]}
+    task = task_from_hparams(_task_class(str(entry["task"]), checkpoint), rest.get("hyper_parameters", {}))
+    exported: Path = task.export_model(state, entry["meta"], Path(out), adapter=adapter, dtype=dtype)
+    return exported

@@ -2,7 +2,8 @@
 
 Formats (docs/shapesworld.md has the full description):
 
-- shards: ``<out>/shapes-<split>-<dimension>-NNNNNN.tar``, one critic sample per key (``firm.data.schema``);
+- shards: ``<out>/shapes-<split>-<dimension>-NNNNNN.tar``, one critic sample per key (``firm.data.schema``), each
+  written under a temporary name and renamed when complete;
 - bench: ``<out>/bench.jsonl`` plus ``<out>/images/``; one line per sample with id, task, dimension, text, image,
   source, score and difficulty (and sub_scores for quality);
 - prompts: ``<out>/<split>_metadata.jsonl`` plus ``<out>/images/`` for edits (FIRM's EditRL layout:
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from firm.critics.base import DIMENSIONS
 from firm.data.schema import encode_png, to_wds
+from firm.data.shards import atomic_path, remove_stale_partials
 from firm.worlds.shapes.balance import UNIFORM
 from firm.worlds.shapes.world import ShapesWorld
 
@@ -64,6 +66,8 @@ def write_shards(
         )
         for j, start in enumerate(range(0, n, shard_size))
     ]
+    for job in jobs:
+        remove_stale_partials(out, job.path.name)  # what a killed earlier run left aside
     with tqdm(total=n, desc=f"{dimension} shards", unit="sample", disable=not progress) as bar:
         if workers == 1:
             for job in jobs:
@@ -89,7 +93,9 @@ class _ShardJob:
         # Imported here: webdataset imports torch (seconds), which `firm world --help` and the bench export never need.
         from webdataset.writer import TarWriter
 
-        with TarWriter(str(self.path), mtime=0) as sink:  # an integer mtime: a float one costs a pax header per file
+        # Written aside and renamed when complete: a killed run leaves no truncated shard under the final name.
+        with atomic_path(self.path) as partial, TarWriter(str(partial), mtime=0) as sink:
+            # An integer mtime: a float one costs a pax header per file.
             for offset, score in enumerate(self.targets):
                 sink.write(to_wds(self.world.sample(self.dimension, self.start + offset, score)))
         return len(self.targets)

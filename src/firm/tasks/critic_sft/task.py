@@ -16,37 +16,24 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
-from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import SumMetric
-from transformers import PreTrainedModel
 
 from firm.critics.base import DIMENSIONS, JudgeRequest, Verdict
 from firm.data.critic_sft import SKIP_KINDS
-from firm.tasks.settings import EvalSettings, LoraSettings, OptimizerSettings
-from firm.tasks.vlm import VLMSource
-from firm.training.export import META_KEY
-from firm.training.schedule import warmup_cosine, warmup_steps
+from firm.tasks.critic_sft.settings import EvalSettings
+from firm.tasks.critic_sft.source import VLMSource
+from firm.training.export import EXPORT_KEY, export_entry
+from firm.training.lora import LoraSettings, apply_lora
+from firm.training.optim import OptimizerSettings, adamw_with_schedule
 from firm.training.zero import deepspeed_config, offloads_optimizer
 
-__all__ = ["CriticSFTTask", "apply_lora", "verdict_totals"]
-
-
-def apply_lora(model: PreTrainedModel, settings: LoraSettings) -> Any:
-    """Wrap ``model`` with peft LoRA adapters; only the adapters stay trainable."""
-    from peft import LoraConfig, get_peft_model
-
-    targets: list[str] | str = list(settings.target_modules)
-    if settings.exclude_vision:
-        # A regex over full module names: peft then matches only the language model's modules.
-        names = "|".join(settings.target_modules)
-        targets = rf"^(?!.*visual).*\.({names})$"
-    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets)
-    return get_peft_model(model, config)
+__all__ = ["CriticSFTTask", "verdict_totals"]
 
 
 def verdict_totals(verdicts: Sequence[Verdict], labels: Sequence[int], keep: Sequence[bool]) -> tuple[int, int, int]:
@@ -263,36 +250,7 @@ class CriticSFTTask(pl.LightningModule):
     # -- optimisation ---------------------------------------------------------------------------------------------
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
-        settings = self.optimizer_settings
-        decay: list[torch.nn.Parameter] = []
-        no_decay: list[torch.nn.Parameter] = []
-        for param in self.parameters():
-            if param.requires_grad:
-                # ZeRO-3 partitions parameters; ds_shape keeps the true shape (1-D: biases and norms).
-                shape = getattr(param, "ds_shape", param.shape)
-                (decay if len(shape) >= 2 else no_decay).append(param)
-        # Empty groups left out (LoRA trains 2-D adapters only): ZeRO-3 drops them from its optimizer, and a scheduler
-        # built over the torch optimizer's groups would then have one learning rate too many.
-        groups = [
-            group
-            for group in (
-                {"params": decay, "weight_decay": settings.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            )
-            if group["params"]
-        ]
-        optimizer = self._adamw_class()(groups, lr=settings.lr, betas=settings.betas, eps=settings.eps)
-        total = self.total_steps()
-        schedule = partial(
-            warmup_cosine,
-            total_steps=total,
-            warmup=warmup_steps(total, settings.warmup_ratio),
-            min_ratio=settings.min_lr_ratio,
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": LambdaLR(optimizer, schedule), "interval": "step"},
-        }
+        return adamw_with_schedule(self.parameters(), self.optimizer_settings, self.total_steps(), self._adamw_class())
 
     def total_steps(self) -> int:
         """Optimizer steps of the whole run: epochs x batches per epoch / accumulation, capped by ``max_steps``.
@@ -340,6 +298,22 @@ class CriticSFTTask(pl.LightningModule):
             "image_size": size,
         }
 
+    def export_model(
+        self,
+        state: Mapping[str, torch.Tensor],
+        meta: Mapping[str, Any],
+        out: Path,
+        *,
+        adapter: bool = False,
+        dtype: str | None = None,
+    ) -> Path:
+        """Write the critic whose weights are ``state`` as a Hugging Face folder (see
+        :func:`~firm.tasks.critic_sft.export.write_critic_folder`)."""
+        from firm.tasks.critic_sft.export import write_critic_folder
+
+        return write_critic_folder(state, self, meta, out, adapter=adapter, dtype=dtype)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store :meth:`export_meta` so that ``firm export`` can turn the checkpoint into a Hugging Face folder."""
-        checkpoint[META_KEY] = self.export_meta()
+        """Store the task's class path and :meth:`export_meta`, so that ``firm export`` can turn the checkpoint into
+        a Hugging Face folder."""
+        checkpoint[EXPORT_KEY] = export_entry(self)

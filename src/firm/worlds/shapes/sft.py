@@ -13,6 +13,8 @@ from typing import Any
 
 from firm.critics.base import task_of
 from firm.data.critic_sft import CriticSFTDataModule
+from firm.worlds.shapes.export import write_shards
+from firm.worlds.shapes.world import ShapesWorld
 
 __all__ = ["ShapesWorldSFTDataModule"]
 
@@ -88,9 +90,6 @@ class ShapesWorldSFTDataModule(CriticSFTDataModule):
 
     def prepare_data(self) -> None:
         """Write the shards that are not there yet (each folder is written aside and moved in when complete)."""
-        from firm.worlds.shapes.export import write_shards
-        from firm.worlds.shapes.world import ShapesWorld
-
         jobs = [(split, n) for split, n in (("train", self.train_samples), ("val", self.val_samples),
                 ("test", self.test_samples)) if n]  # fmt: skip
         for split, n in jobs:
