@@ -12,15 +12,15 @@ import sys
 from collections.abc import Sequence
 
 from firm import __version__
-from firm.commands import UsageError
+from firm.errors import InputError
 
 #: modules that each add one subcommand: ``add_parser(subparsers)`` and ``run(args) -> int``.
 COMMANDS = (
     "firm.commands.score",
     "firm.commands.plugins",
-    "firm.worlds.shapes.cli",
-    "firm.bench.cli",
-    "firm.serving.cli",
+    "firm.commands.world",
+    "firm.commands.bench",
+    "firm.commands.serve",
     "firm.commands.export",
 )
 
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = importlib.import_module(args._run).run(args)
-    except UsageError as exc:
+    except InputError as exc:  # a command's UsageError or the library's: one line, exit 2
         print(f"firm {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

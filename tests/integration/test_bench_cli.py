@@ -17,7 +17,6 @@ import pytest
 from firm.cli import main
 from firm.critics.base import JudgeRequest, Verdict
 from firm.critics.transformers import GenerativeJudge
-from firm.testing import save_tiny_critic
 from firm.worlds.shapes.export import write_bench
 from firm.worlds.shapes.world import ShapesWorld
 
@@ -39,10 +38,10 @@ class DyingJudge(GenerativeJudge):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def setup(tmp_path_factory: pytest.TempPathFactory, tiny_critic_dir: Path) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("bench")
     bench = write_bench(ShapesWorld(size=64, split="bench", seed=0), 3, root / "shapes", ["execution", "instruction"])
-    model = save_tiny_critic(root / "tiny", "qwen3_vl")
+    model = tiny_critic_dir
     # A hosted critic's predictions: the ground truth, off by one now and then, with one refusal.
     rng = random.Random(0)
     lines = [json.loads(line) for line in bench.read_text().splitlines()]

@@ -7,17 +7,11 @@ import pytest
 from PIL import Image
 
 from firm.cli import main
-from firm.testing import save_tiny_critic
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 EDIT_PAIR = FIXTURES / "editscore"
 
 CHEAP = ["--max-new-tokens", "12", "--max-pixels", "4096", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def critic_dir(tmp_path_factory):
-    return save_tiny_critic(tmp_path_factory.mktemp("critic") / "tiny-qwen3vl", "qwen3_vl")
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +27,8 @@ def _edit_args(edit_pair):
     return ["--source", str(source), "--image", str(edited), "--instruction", instruction]
 
 
-def test_score_an_edit_prints_both_verdicts_and_the_cme_reward(critic_dir, edit_pair, capsys):
-    assert main(["score", "--model", str(critic_dir), *CHEAP, *_edit_args(edit_pair)]) == 0
+def test_score_an_edit_prints_both_verdicts_and_the_cme_reward(tiny_critic_dir, edit_pair, capsys):
+    assert main(["score", "--model", str(tiny_critic_dir), *CHEAP, *_edit_args(edit_pair)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["task"] == "edit" and result["text"] == edit_pair[2]
     assert set(result["verdicts"]) == {"execution", "consistency"}
@@ -50,8 +44,8 @@ def test_score_an_edit_prints_both_verdicts_and_the_cme_reward(critic_dir, edit_
     assert (result["reward"]["total"] is None) is (not valid)
 
 
-def test_score_a_generation_with_the_score_token_critic(critic_dir, edit_pair, capsys):
-    argv = ["score", "--critic", "score_token", "--model", str(critic_dir), "--max-pixels", "4096"]
+def test_score_a_generation_with_the_score_token_critic(tiny_critic_dir, edit_pair, capsys):
+    argv = ["score", "--critic", "score_token", "--model", str(tiny_critic_dir), "--max-pixels", "4096"]
     argv += ["--image", str(edit_pair[1]), "--prompt", "a bedroom with a glass wall", "--reward", "logit_expectation"]
     argv += ["--dimensions", "instruction"]
     # logit_expectation defaults to the execution dimension; a gen sample must say which dimension it rewards.
@@ -87,7 +81,7 @@ def test_score_a_generation_with_the_score_token_critic(critic_dir, edit_pair, c
         (["--image", "{ok}", "--prompt", "x", "--template", "quality"], "DIM=NAME_OR_PATH"),
     ],
 )
-def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, critic_dir, capsys, extra, message):
+def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, tiny_critic_dir, capsys, extra, message):
     garbage = tmp_path / "garbage.png"
     garbage.write_bytes(b"not a png at all")
     ok = tmp_path / "ok.png"
@@ -95,14 +89,14 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, critic_dir, capsys, ex
     fill = {"{garbage}": str(garbage), "{ok}": str(ok), "{missing_dir}": str(tmp_path / "no-such-model")}
     argv = ["score", *[fill.get(a, a) for a in extra]]
     if "--model" not in argv:
-        argv += ["--model", str(critic_dir)]
+        argv += ["--model", str(tiny_critic_dir)]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert err.startswith("firm score: error: ") and message in err
 
 
-def test_batch_mode_records_bad_lines_and_resumes(tmp_path, critic_dir, edit_pair, capsys):
+def test_batch_mode_records_bad_lines_and_resumes(tmp_path, tiny_critic_dir, edit_pair, capsys):
     source, edited, instruction = edit_pair
     lines = [
         {"id": "good-edit", "source": str(source), "image": str(edited), "instruction": instruction},
@@ -112,7 +106,7 @@ def test_batch_mode_records_bad_lines_and_resumes(tmp_path, critic_dir, edit_pai
     batch = tmp_path / "batch.jsonl"
     batch.write_text("\n".join(json.dumps(x) for x in lines[:2]) + "\n")
     out = tmp_path / "out.jsonl"
-    argv = ["score", "--model", str(critic_dir), *CHEAP, "--input", str(batch), "--output", str(out)]
+    argv = ["score", "--model", str(tiny_critic_dir), *CHEAP, "--input", str(batch), "--output", str(out)]
     assert main(argv) == 1  # a line had an error: reported, and the others were still judged
     first = [json.loads(x) for x in out.read_text().splitlines()]
     assert {r["id"]: ("error" in r) for r in first} == {"good-edit": False, "missing": True}

@@ -1,46 +1,42 @@
 """Conformance over the critic registry: every registered critic is built tiny and judges every dimension.
 
-One `firm serve` process hosting a tiny Qwen3-VL critic stands behind the critics that talk HTTP (its judge route
-for `remote`, its OpenAI-compatible route for `openai`). Registering a critic without settings here fails the test.
+The critics that load a model get the tiny Qwen3-VL critic's folder; the critics that talk HTTP get the session's
+`firm serve` process hosting that folder (the ``firm_server`` fixture): its judge route for `remote`, its
+OpenAI-compatible route for `openai`. Each is built by the critic factory, as `firm score`, `bench` and `serve` build
+theirs. Registering a critic without settings here fails the test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
+from serve_support import FirmServer
 
 from firm import plugins
 from firm.critics import DIMENSIONS, Critic, JudgeRequest, reason_category
+from firm.critics.factory import CriticSpec, build_critic
 from firm.critics.parsing import REASON_CATEGORIES
-from firm.serving.process import ServeProcess
-from firm.testing import save_tiny_critic
 
-SERVED_NAME = "tiny-critic"
-
-
-@pytest.fixture(scope="module")
-def critic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_critic(tmp_path_factory.mktemp("conformance") / "tiny", "qwen3_vl")
-
-
-@pytest.fixture(scope="module")
-def server_url(critic_dir: Path) -> Iterator[str]:
-    args = ["--model", str(critic_dir), "--device", "cpu", "--max-new-tokens", "8", "--port", "0"]
-    with ServeProcess([*args, "--served-model-name", SERVED_NAME], env={"OMP_NUM_THREADS": "1"}) as proc:
-        assert proc.url is not None
-        yield proc.url
-
-
-# name -> settings of a tiny instance, given the critic folder and the URL of a server hosting it.
-SETTINGS: dict[str, Callable[[Path, str], dict[str, Any]]] = {
-    "generative": lambda folder, url: {"model": str(folder), "max_new_tokens": 8, "device": "cpu"},
-    "score_token": lambda folder, url: {"model": str(folder), "device": "cpu"},
-    "openai": lambda folder, url: {"base_url": f"{url}/v1", "model": SERVED_NAME, "api_key_env": None, "max_tokens": 8},
-    "remote": lambda folder, url: {"base_url": url, "token_env": None},
+# name -> settings of a tiny instance of a critic that loads the critic folder itself.
+IN_PROCESS: dict[str, Callable[[Path], dict[str, Any]]] = {
+    "generative": lambda folder: {"model": str(folder), "max_new_tokens": 8, "device": "cpu"},
+    "score_token": lambda folder: {"model": str(folder), "device": "cpu"},
+}
+# name -> settings of a tiny instance of a critic that talks to a server hosting the critic folder. The server's chat
+# route names its model by the --model path, as no --served-model-name is given.
+OVER_HTTP: dict[str, Callable[[FirmServer], dict[str, Any]]] = {
+    "openai": lambda server: {
+        "base_url": f"{server.url}/v1",
+        "model": str(server.critic_dir),
+        "api_key_env": None,
+        "api_key_file": str(server.token_file),
+        "max_tokens": 8,
+    },
+    "remote": lambda server: {"base_url": server.url, "token_env": None, "token_file": str(server.token_file)},
 }
 
 
@@ -53,11 +49,15 @@ def _requests() -> list[JudgeRequest]:
 
 
 @pytest.mark.parametrize("plugin", plugins.discover("firm.critics"), ids=lambda p: p.name)
-def test_every_registered_critic_judges_every_dimension(plugin, critic_dir, request):
-    assert plugin.name in SETTINGS, f"registered critic {plugin.name!r} has no tiny settings in this conformance test"
-    needs_server = "base_url" in SETTINGS[plugin.name](critic_dir, "http://x")
-    url = request.getfixturevalue("server_url") if needs_server else ""
-    critic = plugin.load()(**SETTINGS[plugin.name](critic_dir, url))
+def test_every_registered_critic_judges_every_dimension(plugin, tiny_critic_dir, request):
+    assert plugin.name in {*IN_PROCESS, *OVER_HTTP}, (
+        f"registered critic {plugin.name!r} has no tiny settings in this conformance test"
+    )
+    if plugin.name in OVER_HTTP:  # the server starts only when a critic needs it
+        settings = OVER_HTTP[plugin.name](request.getfixturevalue("firm_server"))
+    else:
+        settings = IN_PROCESS[plugin.name](tiny_critic_dir)
+    critic = build_critic(CriticSpec(plugin.name, settings))
     assert isinstance(critic, Critic)
     try:
         verdicts = critic.judge(_requests())

@@ -15,19 +15,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
 import torch
 from safetensors.torch import load_file
+from vllm_support import vllm_missing, vllm_server
 
 from firm.fit import FirmCLI
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from critic_sft_support import REPO, deepspeed_env
-from vllm_support import vllm_missing, vllm_server
-
+REPO = Path(__file__).resolve().parents[2]
 RECIPE = "recipes/debug/critic_sft_tiny.yaml"
 RUN = Path("runs/critic_sft_tiny")
 STEPS = 40  # 160 ShapesWorld samples / batch 4, one epoch
@@ -58,17 +57,16 @@ def _workdir(root: Path) -> Path:
     return root
 
 
-def _env() -> dict[str, str]:
-    env = deepspeed_env()
-    env["OMP_NUM_THREADS"] = "1"  # two cores: a thread per process keeps the dataloader worker from contending
-    return env
+def _env(deepspeed_env: Mapping[str, str]) -> dict[str, str]:
+    # Two cores: a thread per process keeps the dataloader worker from contending.
+    return {**deepspeed_env, "OMP_NUM_THREADS": "1"}
 
 
-def _fit(cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def _fit(cwd: Path, env: Mapping[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "firm.fit", "fit", "-c", RECIPE, *extra],
         cwd=cwd,
-        env=_env(),
+        env=_env(env),
         capture_output=True,
         text=True,
         timeout=900,
@@ -76,10 +74,10 @@ def _fit(cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def debug_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def debug_run(tmp_path_factory: pytest.TempPathFactory, deepspeed_env: Mapping[str, str]) -> Path:
     """The debug recipe run once, uninterrupted, in a fresh working folder."""
     cwd = _workdir(tmp_path_factory.mktemp("fresh"))
-    done = _fit(cwd)
+    done = _fit(cwd, deepspeed_env)
     assert done.returncode == 0, done.stderr[-4000:]
     return cwd
 
@@ -90,7 +88,7 @@ def _metrics(log_dir: Path) -> list[dict[str, str]]:
 
 
 def test_debug_recipe_trains_validates_and_exports_for_firm_score(
-    debug_run: Path, capsys: pytest.CaptureFixture[str]
+    debug_run: Path, short_templates: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     rows = _metrics(debug_run / RUN / "logs" / "version_0")
     losses = [float(r["train/loss"]) for r in rows if r["train/loss"]]
@@ -105,7 +103,7 @@ def test_debug_recipe_trains_validates_and_exports_for_firm_score(
     sample = ShapesWorld(size=64, split="test").sample("execution", 0)
     sample.source.save(debug_run / "src.png")
     sample.image.save(debug_run / "out.png")
-    template = REPO / "recipes" / "debug" / "templates" / "execution.txt"
+    template = short_templates["execution"]
     code = firm(
         [
             "score", "--model", str(debug_run / RUN / "hf"), "--device", "cpu", "--max-new-tokens", "48",
@@ -121,13 +119,15 @@ def test_debug_recipe_trains_validates_and_exports_for_firm_score(
     assert verdict["raw"].startswith('{"re')
 
 
-def test_firm_test_scores_the_last_checkpoint_on_the_held_out_split(debug_run: Path) -> None:
+def test_firm_test_scores_the_last_checkpoint_on_the_held_out_split(
+    debug_run: Path, deepspeed_env: Mapping[str, str]
+) -> None:
     done = subprocess.run(
         [
             sys.executable, "-m", "firm.fit", "test", "-c", RECIPE, "--ckpt_path", "last",
             "--data.init_args.test_samples", "8", "--model.init_args.evaluation.max_new_tokens", "16",
         ],
-        cwd=debug_run, env=_env(), capture_output=True, text=True, timeout=600,
+        cwd=debug_run, env=_env(deepspeed_env), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
     assert "last.ckpt" in done.stderr + done.stdout  # Lightning names the checkpoint it restored
@@ -139,7 +139,7 @@ def test_firm_test_scores_the_last_checkpoint_on_the_held_out_split(debug_run: P
 
 
 def test_sigkill_mid_epoch_then_ckpt_path_last_finishes_like_an_uninterrupted_run(
-    debug_run: Path, tmp_path: Path
+    debug_run: Path, tmp_path: Path, deepspeed_env: Mapping[str, str]
 ) -> None:
     cwd = _workdir(tmp_path / "killed")
     (cwd / "runs").mkdir()
@@ -148,7 +148,7 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_finishes_like_an_uninterrupted_ru
     process = subprocess.Popen(
         [sys.executable, "-m", "firm.fit", "fit", "-c", RECIPE],
         cwd=cwd,
-        env=_env(),
+        env=_env(deepspeed_env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -160,7 +160,7 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_finishes_like_an_uninterrupted_ru
     killed_at = torch.load(last, weights_only=False)["global_step"]
     assert 0 < killed_at < STEPS
 
-    done = _fit(cwd, "--ckpt_path", "last")
+    done = _fit(cwd, deepspeed_env, "--ckpt_path", "last")
     assert done.returncode == 0, done.stderr[-4000:]
     final = torch.load(last, weights_only=False)
     assert final["global_step"] == STEPS
@@ -177,14 +177,16 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_finishes_like_an_uninterrupted_ru
 
 @pytest.mark.vllm
 @pytest.mark.skipif(vllm_missing() is not None, reason=str(vllm_missing()))
-def test_vllm_serves_the_export_with_the_answers_transformers_gives(debug_run: Path, tmp_path: Path) -> None:
+def test_vllm_serves_the_export_with_the_answers_transformers_gives(
+    debug_run: Path, short_templates: dict[str, str], tmp_path: Path
+) -> None:
     from firm.critics.base import JudgeRequest
     from firm.critics.openai import OpenAICompatibleCritic
     from firm.critics.transformers import GenerativeJudge
     from firm.worlds.shapes.world import ShapesWorld
 
     export = debug_run / RUN / "hf"
-    templates = {"execution": str(REPO / "recipes" / "debug" / "templates" / "execution.txt")}
+    templates = {"execution": short_templates["execution"]}
     samples = [ShapesWorld(size=64, split="test").sample("execution", i) for i in range(3)]
     requests = [JudgeRequest("execution", s.text, s.image, s.source) for s in samples]
     local = GenerativeJudge(str(export), templates=templates, max_new_tokens=48, batch_size=1, device="cpu")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,32 +18,26 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
+from critic_sft_support import DISTRIBUTED_ENV
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from firm.cli import main as firm
 from firm.critics.hf import load_vlm
 from firm.data.critic_sft import CriticSFTDataModule
 from firm.tasks import CriticSFTTask, EvalSettings, OptimizerSettings, TinyVLM
+from firm.testing import critic_sample, write_shards
 from firm.testing.deepspeed import CPUDeepSpeedStrategy
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from critic_sft_support import (
-    DISTRIBUTED_ENV,
-    REPO,
-    SHORT_TEMPLATES,
-    critic_sample,
-    deepspeed_env,
-    one_torch_thread,  # noqa: F401 - autouse fixture
-    run_firm_export,
-    write_shards,
-)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+TESTS = Path(__file__).resolve().parents[1]
 MIXED = ("execution", "consistency", "instruction")
 
 
 @pytest.fixture(autouse=True)
-def _environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _environment(monkeypatch: pytest.MonkeyPatch, deepspeed_env: Mapping[str, str]) -> Iterator[None]:
     # DeepSpeed compiles a small C++ op on first start; cache it where `make` does.
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", deepspeed_env()["TORCH_EXTENSIONS_DIR"])
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", deepspeed_env["TORCH_EXTENSIONS_DIR"])
     # An in-process run sets the rank variables in os.environ; have them removed again after the test.
     for name in DISTRIBUTED_ENV:
         monkeypatch.setenv(name, "")
@@ -66,11 +60,11 @@ def _val_logits(model: Any, data: CriticSFTDataModule) -> torch.Tensor:
         return model(**batch["inputs"]).logits
 
 
-def test_zero2_trains_resumes_and_converts_in_one_process(tmp_path: Path) -> None:
+def test_zero2_trains_resumes_and_converts_in_one_process(tmp_path: Path, short_templates: dict[str, str]) -> None:
     train, val = _shards(tmp_path, 16)
 
     def data() -> CriticSFTDataModule:
-        return CriticSFTDataModule(train, val, batch_size=2, val_batch_size=6, num_workers=0, templates=SHORT_TEMPLATES)
+        return CriticSFTDataModule(train, val, batch_size=2, val_batch_size=6, num_workers=0, templates=short_templates)
 
     def fit(ckpt_path: Path | None = None) -> CriticSFTTask:
         task = CriticSFTTask(TinyVLM(), optimizer=OptimizerSettings(lr=3e-3), evaluation=EvalSettings(generate=False))
@@ -99,13 +93,13 @@ def test_zero2_trains_resumes_and_converts_in_one_process(tmp_path: Path) -> Non
     probe.use_processor(whole.processor)
     expected = _val_logits(whole.model, probe)
     torch.testing.assert_close(_val_logits(resumed.model, probe), expected)
-    assert run_firm_export(tmp_path / "ckpt" / "step=8.ckpt", tmp_path / "hf") == 0
+    assert firm(["export", str(tmp_path / "ckpt" / "step=8.ckpt"), str(tmp_path / "hf")]) == 0
     converted, _ = load_vlm(tmp_path / "hf", device="cpu")
     torch.testing.assert_close(_val_logits(converted, probe), expected)
 
 
 @pytest.mark.slow
-def test_zero2_optimizer_offload_trains_like_plain_adamw(tmp_path: Path) -> None:
+def test_zero2_optimizer_offload_trains_like_plain_adamw(tmp_path: Path, short_templates: dict[str, str]) -> None:
     # DeepSpeed's CPU Adam is compiled on first use (about two minutes on two cores, then cached).
     train, val = _shards(tmp_path, 16)
     weights = []
@@ -115,7 +109,7 @@ def test_zero2_optimizer_offload_trains_like_plain_adamw(tmp_path: Path) -> None
             optimizer=OptimizerSettings(lr=1e-3, weight_decay=0.01),
             evaluation=EvalSettings(generate=False),
         )
-        data = CriticSFTDataModule(train, val, batch_size=2, num_workers=0, templates=SHORT_TEMPLATES)
+        data = CriticSFTDataModule(train, val, batch_size=2, num_workers=0, templates=short_templates)
         trainer = pl.Trainer(
             accelerator="cpu", devices=1, strategy=strategy, max_epochs=1, logger=False, enable_checkpointing=False,
             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
@@ -126,7 +120,9 @@ def test_zero2_optimizer_offload_trains_like_plain_adamw(tmp_path: Path) -> None
         torch.testing.assert_close(weights[1][name], value, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def _zero3_config(tmp_path: Path, train: str, val: str, run: str, lora: dict[str, Any] | None = None) -> Path:
+def _zero3_config(
+    tmp_path: Path, train: str, val: str, run: str, templates: dict[str, str], lora: dict[str, Any] | None = None
+) -> Path:
     config = {
         "seed_everything": 7,
         "trainer": {
@@ -176,7 +172,7 @@ def _zero3_config(tmp_path: Path, train: str, val: str, run: str, lora: dict[str
                 "batch_size": 2,
                 "val_batch_size": 2,
                 "num_workers": 1,
-                "templates": SHORT_TEMPLATES,
+                "templates": templates,
             },
         },
     }
@@ -185,10 +181,9 @@ def _zero3_config(tmp_path: Path, train: str, val: str, run: str, lora: dict[str
     return path
 
 
-def _firm_fit(config: Path, *extra: str) -> None:
-    env = deepspeed_env()
-    env["PYTHONPATH"] = f"{REPO / 'tests'}:{env.get('PYTHONPATH', '')}"
-    env["OMP_NUM_THREADS"] = "1"
+def _firm_fit(config: Path, env: Mapping[str, str], *extra: str) -> None:
+    # tests/ on the path: the config names critic_sft_support.DumpLogits.
+    env = {**env, "PYTHONPATH": f"{TESTS}:{env.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "firm.fit", "fit", "--config", str(config), *extra],
         env=env,
@@ -201,9 +196,11 @@ def _firm_fit(config: Path, *extra: str) -> None:
 
 
 @pytest.mark.slow
-def test_zero3_two_processes_validate_resume_and_convert(tmp_path: Path) -> None:
+def test_zero3_two_processes_validate_resume_and_convert(
+    tmp_path: Path, short_templates: dict[str, str], deepspeed_env: Mapping[str, str]
+) -> None:
     train, val = _shards(tmp_path, 32)  # 8 steps of 2 ranks x 2 samples
-    _firm_fit(_zero3_config(tmp_path, train, val, "whole"))
+    _firm_fit(_zero3_config(tmp_path, train, val, "whole", short_templates), deepspeed_env)
     whole = torch.load(tmp_path / "whole.pt")
     assert whole["step"] == 8
     # Both ranks generated verdicts for their half of the six validation samples, whose dimensions differ per rank.
@@ -214,7 +211,10 @@ def test_zero3_two_processes_validate_resume_and_convert(tmp_path: Path) -> None
 
     # Continue the mid-epoch checkpoint with two ranks: the same final model as the uninterrupted run.
     _firm_fit(
-        _zero3_config(tmp_path, train, val, "resumed"), "--ckpt_path", str(tmp_path / "whole" / "ckpt" / "step=4.ckpt")
+        _zero3_config(tmp_path, train, val, "resumed", short_templates),
+        deepspeed_env,
+        "--ckpt_path",
+        str(tmp_path / "whole" / "ckpt" / "step=4.ckpt"),
     )
     resumed = torch.load(tmp_path / "resumed.pt")
     assert resumed["step"] == 8
@@ -222,7 +222,7 @@ def test_zero3_two_processes_validate_resume_and_convert(tmp_path: Path) -> None
 
     # The ZeRO-3 partitions, converted to a Hugging Face folder from the checkpoint (firm export) or gathered at the
     # end of fit (HFExport), give the pre-conversion model's outputs.
-    assert run_firm_export(tmp_path / "whole" / "ckpt" / "last.ckpt", tmp_path / "hf") == 0
+    assert firm(["export", str(tmp_path / "whole" / "ckpt" / "last.ckpt"), str(tmp_path / "hf")]) == 0
     for folder in (tmp_path / "hf", tmp_path / "whole" / "hf"):
         converted, _ = load_vlm(folder, device="cpu")
         with torch.no_grad():
@@ -230,9 +230,11 @@ def test_zero3_two_processes_validate_resume_and_convert(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_zero3_two_processes_train_lora_adapters_and_convert_merged(tmp_path: Path) -> None:
+def test_zero3_two_processes_train_lora_adapters_and_convert_merged(
+    tmp_path: Path, short_templates: dict[str, str], deepspeed_env: Mapping[str, str]
+) -> None:
     train, val = _shards(tmp_path, 16)  # 4 steps of 2 ranks x 2 samples
-    _firm_fit(_zero3_config(tmp_path, train, val, "lora", lora={"r": 4, "alpha": 8}))
+    _firm_fit(_zero3_config(tmp_path, train, val, "lora", short_templates, lora={"r": 4, "alpha": 8}), deepspeed_env)
     trained = torch.load(tmp_path / "lora.pt")
     assert trained["step"] == 4
     untrained = TinyVLM().build_model().eval()
@@ -243,7 +245,7 @@ def test_zero3_two_processes_train_lora_adapters_and_convert_merged(tmp_path: Pa
 
     # The ZeRO-3 partitions of base weights and adapters, merged into one Hugging Face folder from the checkpoint
     # (firm export) or at the end of fit (HFExport), give the trained model's outputs.
-    assert run_firm_export(tmp_path / "lora" / "ckpt" / "last.ckpt", tmp_path / "hf") == 0
+    assert firm(["export", str(tmp_path / "lora" / "ckpt" / "last.ckpt"), str(tmp_path / "hf")]) == 0
     for folder in (tmp_path / "hf", tmp_path / "lora" / "hf"):
         converted, _ = load_vlm(folder, device="cpu")
         assert not any("lora" in name for name in converted.state_dict())

@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,63 +18,43 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+from serve_support import AUTH, SERVER_ENV, TOKEN, FirmServer, serve_args
 
-from firm.critics.base import DIMENSIONS, JudgeRequest, Verdict
+from firm.critics.base import JudgeRequest, Verdict
 from firm.critics.messages import encode_image
+from firm.critics.remote import RemoteCritic
 from firm.critics.transformers import GenerativeJudge
-from firm.serving import RemoteCritic
 from firm.serving.process import DEFAULT_COMMAND, ServeProcess
-from firm.testing import save_tiny_critic
 
-TOKEN = "integration-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-MAX_NEW_TOKENS = 8
-# One intra-op thread: the tiny model gains nothing from more, and OpenMP threads spinning on a busy two-core
-# machine made every forward pass several times slower.
-SERVER_ENV = {"OMP_NUM_THREADS": "1"}
+# The module's own server is the session's firm_server (see conftest.py); the slow tests start their own.
 
 
 @pytest.fixture(scope="module")
-def critic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_critic(tmp_path_factory.mktemp("critic") / "tiny", "qwen3_vl")
+def server(firm_server: FirmServer) -> str:
+    return firm_server.url
 
 
 @pytest.fixture(scope="module")
-def templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    # Short templates keep prompts short for the tiny byte-level tokenizer.
-    folder = tmp_path_factory.mktemp("templates")
-    for dim in DIMENSIONS:
-        (folder / f"{dim}.txt").write_text(f"Rate the {dim} from 1 to 5: {{text}}")
-    return {dim: str(folder / f"{dim}.txt") for dim in DIMENSIONS}
+def critic_dir(firm_server: FirmServer) -> Path:
+    return firm_server.critic_dir
 
 
 @pytest.fixture(scope="module")
-def reference(critic_dir: Path, templates: dict[str, str]) -> GenerativeJudge:
+def templates(firm_server: FirmServer) -> dict[str, str]:
+    return firm_server.templates
+
+
+@pytest.fixture(scope="module")
+def token_file(firm_server: FirmServer) -> Path:
+    return firm_server.token_file
+
+
+@pytest.fixture(scope="module")
+def reference(firm_server: FirmServer, critic_dir: Path, templates: dict[str, str]) -> GenerativeJudge:
     """The same critic in this process: what the server must answer."""
-    return GenerativeJudge(str(critic_dir), templates=templates, max_new_tokens=MAX_NEW_TOKENS, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def token_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("secrets") / "token"
-    path.write_text(TOKEN + "\n")
-    return path
-
-
-def serve_args(critic_dir: Path, templates: dict[str, str], token_file: Path, *extra: str) -> list[str]:
-    args = ["--model", str(critic_dir), "--device", "cpu", "--max-new-tokens", str(MAX_NEW_TOKENS)]
-    for dim, path in templates.items():
-        args += ["--template", f"{dim}={path}"]
-    return [*args, "--token-file", str(token_file), *extra]
-
-
-@pytest.fixture(scope="module")
-def server(critic_dir: Path, templates: dict[str, str], token_file: Path) -> Iterator[str]:
-    limits = ["--max-body-bytes", "300000", "--max-items", "8", "--max-image-pixels", str(64 * 64)]
-    args = serve_args(critic_dir, templates, token_file, "--port", "0", "--reward", "cme", *limits)
-    with ServeProcess(args, env=SERVER_ENV) as proc:
-        assert proc.url is not None
-        yield proc.url
+    return GenerativeJudge(
+        str(critic_dir), templates=templates, max_new_tokens=firm_server.max_new_tokens, device="cpu"
+    )
 
 
 def square(rgb: tuple[int, int, int]) -> Image.Image:
@@ -118,10 +97,10 @@ def test_a_random_critic_is_reported_invalid_with_a_null_reward_never_a_zero(ser
 
 
 def test_firm_score_takes_the_server_url_as_its_critic(server: str, reference: GenerativeJudge, tmp_path: Path) -> None:
-    # What RL, curation and bench configs do too: the critic is firm.serving.RemoteCritic with a base_url.
+    # What RL, curation and bench configs do too: the critic is RemoteCritic (registered as remote) with a base_url.
     REQUESTS[2].image.save(tmp_path / "gen.png")
     done = subprocess.run(
-        [sys.executable, "-m", "firm.cli", "score", "--critic", "firm.serving.RemoteCritic", "--base-url", server,
+        [sys.executable, "-m", "firm.cli", "score", "--critic", "remote", "--base-url", server,
          "--image", str(tmp_path / "gen.png"), "--prompt", REQUESTS[2].text, "--dimensions", "quality"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "FIRM_SERVE_TOKEN": TOKEN},
     )  # fmt: skip

@@ -13,7 +13,7 @@ from vllm_support import VLLMServer, vllm_missing, vllm_server
 
 from firm.critics.base import DIMENSIONS, JudgeRequest
 from firm.critics.openai import OpenAICompatibleCritic
-from firm.serving import RemoteCritic
+from firm.critics.remote import RemoteCritic
 from firm.serving.process import ServeProcess
 from firm.testing import save_tiny_critic
 

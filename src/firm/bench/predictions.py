@@ -21,6 +21,8 @@ from typing import Any
 from firm.bench.fields import MissingField, lookup
 from firm.bench.sample import Bench
 from firm.critics.base import ScoreRange, Verdict
+from firm.data.records import RecordError, RecordStore
+from firm.errors import InputError
 
 __all__ = ["ReadPredictions", "VerdictCache", "read_predictions", "verdict_from_score", "write_predictions"]
 
@@ -63,24 +65,18 @@ def read_predictions(path: Path, bench: Bench) -> ReadPredictions:
     known = {s.key for s in bench.samples}
     dims = bench.dimensions
     out = ReadPredictions()
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where} is not valid JSON: {exc.msg}") from None
-            if not isinstance(record, dict) or "id" not in record:
-                raise ValueError(f"{where} must be a JSON object with an 'id'")
-            key, verdict = _prediction(record, dims, bench.score_range, where)
-            if key in out:
-                raise ValueError(f"{where}: a second prediction for id {key[0]!r}, {key[1]}")
-            if key in known:
-                out[key] = verdict
-            else:
-                out.unmatched.append(key)
+    for where, record in RecordStore(path).read():
+        if isinstance(record, RecordError):
+            raise ValueError(str(record))
+        if "id" not in record:
+            raise ValueError(f"{where} must be a JSON object with an 'id'")
+        key, verdict = _prediction(record, dims, bench.score_range, where)
+        if key in out:
+            raise ValueError(f"{where}: a second prediction for id {key[0]!r}, {key[1]}")
+        if key in known:
+            out[key] = verdict
+        else:
+            out.unmatched.append(key)
     return out
 
 
@@ -116,54 +112,50 @@ def write_predictions(path: Path, bench: Bench, verdicts: Mapping[Key, Verdict])
 class VerdictCache:
     """Verdicts of one critic, appended to a jsonl as they come, so an interrupted run resumes where it stopped.
 
-    The first line records the critic's name and settings; opening the cache with other settings is an error, so
-    verdicts of one critic never pass for another's. A last line cut by a kill mid-write is ignored (judged again).
+    The first record names the critic and its settings (:meth:`firm.critics.factory.CriticSpec.key`); opening the
+    cache with another critic or other settings is an error, so verdicts of one critic (or of one setting, such as
+    ``samples``) never pass for another's. The file is a :class:`~firm.data.records.RecordStore`: a verdict cut by a
+    kill mid-write is dropped and judged again, once; every chunk of verdicts is flushed and fsynced.
 
     Args:
         path: the cache file (created with its folder when absent).
         critic: the critic's name.
-        config: the critic's settings, JSON-serialisable.
+        config: the critic's identity and settings, JSON-serialisable.
 
     Raises:
-        ValueError: when the file holds another critic's verdicts or other settings.
+        InputError: when the file holds another critic's verdicts or other settings, or is not a verdict cache.
     """
 
     def __init__(self, path: Path, critic: str, config: Mapping[str, Any]) -> None:
         self.path = path
         self.header = {"critic": critic, "config": json.loads(json.dumps(config, default=str))}
         self.verdicts: dict[Key, Verdict] = {}
-        if path.is_file() and path.stat().st_size:
-            self._load()
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(self.header, ensure_ascii=False) + "\n", encoding="utf-8")
+        self.store = RecordStore(path, fsync=True)
+        if not self._load():
+            self.store.append([self.header])
 
-    def _load(self) -> None:
-        text = self.path.read_text(encoding="utf-8")
-        if not text.endswith("\n"):
-            # A kill cut the last line mid-write: drop it, or the next append would be glued onto it.
-            text = text[: text.rfind("\n") + 1]
-            self.path.write_text(text or json.dumps(self.header, ensure_ascii=False) + "\n", encoding="utf-8")
-        lines = text.splitlines()
-        if not lines:
-            return
-        try:
-            header = json.loads(lines[0])
-        except json.JSONDecodeError:
-            header = None
-        if not isinstance(header, dict):
-            raise ValueError(f"{self.path} is not a firm bench verdict cache; choose another --out")
+    def _load(self) -> bool:
+        """Read the verdicts; False when the file holds no header yet."""
+        records = self.store.read()
+        first = next(records, None)
+        if first is None or (isinstance(first[1], RecordError) and first[1].torn):
+            return False  # empty, or killed while writing its header
+        header = first[1]
+        if not isinstance(header, dict) or set(header) != {"critic", "config"}:
+            raise InputError(f"{self.path} is not a firm bench verdict cache; choose another --out")
         if header != self.header:
-            raise ValueError(
+            raise InputError(
                 f"{self.path} holds verdicts of {header.get('critic')!r} with settings {header.get('config')}, not "
                 f"{self.header['critic']!r} with {self.header['config']}; choose another --out or critic name"
             )
-        for line in lines[1:]:
-            try:
-                record = json.loads(line)
-                self.verdicts[(str(record["id"]), str(record["dimension"]))] = Verdict.from_dict(record)
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        for _, record in records:
+            if isinstance(record, RecordError):
                 continue  # an unreadable verdict is not reused: its sample is judged again
+            try:
+                self.verdicts[(str(record["id"]), str(record["dimension"]))] = Verdict.from_dict(record)
+            except (KeyError, TypeError, ValueError):
+                continue
+        return True
 
     def __contains__(self, key: object) -> bool:
         return key in self.verdicts
@@ -175,9 +167,7 @@ class VerdictCache:
         return self.verdicts[key]
 
     def add(self, items: Iterable[tuple[Key, Verdict]]) -> None:
-        """Append verdicts and flush them to disk."""
-        with self.path.open("a", encoding="utf-8") as out:
-            for key, verdict in items:
-                out.write(json.dumps({"id": key[0], **verdict.to_dict()}, ensure_ascii=False) + "\n")
-                self.verdicts[key] = verdict
-            out.flush()
+        """Append verdicts, durably (flushed and fsynced) before this returns."""
+        pairs = list(items)
+        self.store.append({"id": key[0], **verdict.to_dict()} for key, verdict in pairs)
+        self.verdicts.update(pairs)

@@ -19,7 +19,6 @@ kept in ``Bench.fields`` for the report.
 from __future__ import annotations
 
 import csv
-import json
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Any, Literal
 from firm.bench.fields import MissingField, lookup, to_score
 from firm.bench.sample import Bench, BenchSample, Skipped
 from firm.critics.base import FIRM_RANGE, ScoreRange
+from firm.data.records import RecordError, RecordStore
 
 __all__ = [
     "FIRM_BENCH_FIELDS",
@@ -167,17 +167,9 @@ def _jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any] | str]]:
     """(where, record) per non-blank line; a line that is not a JSON object comes as its error message."""
     if not path.is_file():
         raise ValueError(f"bench file not found: {path}")
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{path.name}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield where, f"not valid JSON: {exc.msg}"
-                continue
-            yield where, record if isinstance(record, dict) else "not a JSON object"
+    for where, record in RecordStore(path).read():
+        line = where.rsplit(":", 1)[1]
+        yield f"{path.name}:{line}", record.reason.removeprefix("is ") if isinstance(record, RecordError) else record
 
 
 def _optional(record: Mapping[str, Any], fields: Mapping[str, str], key: str) -> str | None:

@@ -10,7 +10,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from PIL import Image
 
@@ -35,6 +35,17 @@ def task_of(dimension: str) -> Task:
         return DIMENSIONS[dimension]
     except KeyError:
         raise ValueError(f"unknown dimension {dimension!r}; choose one of {', '.join(DIMENSIONS)}") from None
+
+
+def dimensions_of(task: str) -> tuple[str, ...]:
+    """The dimensions a task ("edit" or "gen") is judged on, in :data:`DIMENSIONS` order.
+
+    Raises:
+        ValueError: for an unknown task.
+    """
+    if task not in ("edit", "gen"):
+        raise ValueError(f"unknown task {task!r}; choose edit or gen")
+    return tuple(dim for dim, owner in DIMENSIONS.items() if owner == task)
 
 
 @dataclass(frozen=True)
@@ -182,6 +193,10 @@ class Critic(ABC):
     """
 
     score_range: ScoreRange = FIRM_RANGE
+
+    #: ``__init__`` arguments that change how requests travel (connections, timeouts, retries, credentials), never
+    #: what a verdict says. Verdict caches leave them out of their keys, so that retuning them reuses the verdicts.
+    transport_settings: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
     def judge(self, requests: Sequence[JudgeRequest]) -> list[Verdict]:

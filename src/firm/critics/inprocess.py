@@ -60,6 +60,8 @@ class InProcessCritic(Critic):
             model that is already built.
     """
 
+    transport_settings = frozenset({"progress"})
+
     def __init__(
         self,
         model: str | tuple[PreTrainedModel, ProcessorMixin],

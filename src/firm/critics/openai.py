@@ -106,6 +106,10 @@ class OpenAICompatibleCritic(Critic):
         FileNotFoundError: when ``api_key_file`` does not exist.
     """
 
+    transport_settings = frozenset(
+        {"api_key_env", "api_key_file", "concurrency", "timeout_s", "max_retries", "backoff_s"}
+    )
+
     def __init__(
         self,
         base_url: str,

@@ -41,8 +41,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from firm import __version__
-from firm.critics.base import Critic, task_of
-from firm.rewards.base import RewardInput, RewardStrategy
+from firm.critics.base import Critic
+from firm.rewards.base import RewardStrategy
+from firm.rewards.critic_reward import CriticReward
 from firm.serving import protocol
 from firm.serving.batcher import BatcherClosed, BatcherFull, MicroBatcher
 from firm.serving.metrics import ServerMetrics, prometheus_text
@@ -137,8 +138,7 @@ def create_app(
         ValueError: for a reward whose dimensions mix edits and generations.
     """
     config = config or ServeConfig()
-    if reward is not None and len({task_of(d) for d in reward.dimensions}) != 1:
-        raise ValueError(f"reward {reward_name!r} mixes edit and generation dimensions {reward.dimensions}")
+    critic_reward = None if reward is None else CriticReward(critic, reward, reward_name)
     metrics = ServerMetrics()
     service = JudgeService(
         critic,
@@ -213,25 +213,22 @@ def create_app(
 
     @app.post(protocol.ROUTE_REWARD, dependencies=guarded)
     async def reward_route(request: Request) -> JSONResponse:
-        if reward is None:
+        if critic_reward is None:
             raise ProtocolError(404, "no_reward", "this server hosts no reward strategy; start it with --reward NAME")
         body = await read_body(request, limits.max_body_bytes)
-        rows = await asyncio.to_thread(protocol.parse_reward_body, body, limits, reward.dimensions)
+        dims = critic_reward.dimensions
+        rows = await asyncio.to_thread(protocol.parse_reward_body, body, limits, dims)
+        # Judged through the service (batched with other requests, idempotent ids, journal), combined here.
         flat = await service.judge([item for row in rows for item in row])
-        dims = reward.dimensions
-        by_dim = {d: flat[k :: len(dims)] for k, d in enumerate(dims)}
-        out = reward(RewardInput.from_verdicts(by_dim, critic.score_range))
-        rewards = [
-            {
-                "total": _finite_or_none(float(out.total[i])),
-                "valid": bool(out.valid[i]),
-                "components": {name: _finite_or_none(float(v[i])) for name, v in out.components.items()},
-            }
-            for i in range(len(rows))
-        ]
-        verdicts = [{d: by_dim[d][i].to_dict() for d in dims} for i in range(len(rows))]
+        verdicts = [dict(zip(dims, flat[i * len(dims) : (i + 1) * len(dims)], strict=True)) for i in range(len(rows))]
+        scored = critic_reward.combine(verdicts)
         return JSONResponse(
-            {"reward": reward_name, "rewards": rewards, "verdicts": verdicts, "score_range": score_range}
+            {
+                "reward": reward_name,
+                "rewards": [scored.reward_json(i) for i in range(len(rows))],
+                "verdicts": [{d: v.to_dict() for d, v in row.items()} for row in verdicts],
+                "score_range": score_range,
+            }
         )
 
     @app.post(protocol.ROUTE_CHAT, dependencies=guarded)
@@ -348,10 +345,6 @@ class _Timing:
         finally:
             route = scope["path"] if scope["path"] in ROUTES else "other"
             self.metrics.record_request(route, status, time.perf_counter() - started)
-
-
-def _finite_or_none(value: float) -> float | None:
-    return None if math.isnan(value) else value
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -4,14 +4,16 @@ Every call into the critic runs on a single worker thread (models are not thread
 :class:`~firm.serving.batcher.MicroBatcher`. Items carry a client-chosen id; the service remembers recent results by
 ``(id, dimension)``, so a client that retries after a lost answer gets the first result instead of a second judgement,
 and a retry that arrives while the item is still being judged waits for that same judgement. With a journal file,
-each judged item is appended as one JSON line *before* its answer is sent, and the file is read back at start-up: a
-retry that reaches a restarted server is answered from the journal, so no item is judged twice even across a crash.
+each judged item is appended as one JSON line *before* its answer is sent (flushed and fsynced once per batch), and the
+file is read back at start-up: a retry that reaches a restarted server is answered from the journal, so no item is
+judged twice even across a crash. The journal is a :class:`~firm.data.records.RecordStore`: a line cut by a crash
+mid-write belonged to an item whose answer was never sent; it is skipped on replay and cut off before the next
+append, so it never swallows the record written after it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import OrderedDict
@@ -20,9 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 from firm.critics.base import Critic, JudgeRequest, Verdict
+from firm.data.records import RecordError, RecordStore
 from firm.serving.batcher import MicroBatcher
 from firm.serving.metrics import ServerMetrics
 from firm.serving.protocol import ParsedItem, ProtocolError
@@ -75,16 +78,17 @@ class JudgeService:
         #: The one thread that runs the model.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="firm-critic")
         self._cache: OrderedDict[tuple[str, str], tuple[str, Verdict | asyncio.Future[Verdict]]] = OrderedDict()
-        self._journal: IO[str] | None = None
+        self._journal: RecordStore | None = None
         self._batchers: list[MicroBatcher[Any, Any]] = []
         self._judge: MicroBatcher[_Job, Verdict] | None = None
 
     async def start(self) -> None:
         """Replay the journal, open it for appending and start batching. Call on the serving event loop."""
         if self.journal_path is not None:
-            self._replay(self.journal_path)
-            self.journal_path.parent.mkdir(parents=True, exist_ok=True)
-            self._journal = self.journal_path.open("a", encoding="utf-8")
+            journal = RecordStore(self.journal_path, fsync=True)
+            self._replay(journal)
+            journal.open()
+            self._journal = journal
         self._judge = self.batcher(self._judge_batch, self.max_batch_size, self._record_batch)
 
     def batcher(
@@ -160,18 +164,12 @@ class JudgeService:
         verdicts = self.critic.judge([job.request for job in jobs])
         if self._journal is not None:
             stamp = time.time()
-            lines = [
-                json.dumps(
-                    {"id": job.id, "digest": job.digest, "time": stamp, "verdict": verdict.to_dict()},
-                    ensure_ascii=False,
-                )
-                + "\n"
+            # One durable write per batch, before any answer leaves: a crash after it cannot lose a sent result.
+            self._journal.append(
+                {"id": job.id, "digest": job.digest, "time": stamp, "verdict": verdict.to_dict()}
                 for job, verdict in zip(jobs, verdicts, strict=True)
                 if job.id is not None
-            ]
-            # One write per batch, flushed before any answer leaves: a crash after it cannot lose a sent result.
-            self._journal.write("".join(lines))
-            self._journal.flush()
+            )
         return verdicts
 
     def _record_batch(self, jobs: list[_Job], verdicts: Sequence[Verdict] | None, seconds: float) -> None:
@@ -194,23 +192,22 @@ class JudgeService:
         else:
             self._cache[key] = (digest, future.result())
 
-    def _replay(self, path: Path) -> None:
-        if not path.is_file():
-            return
+    def _replay(self, journal: RecordStore) -> None:
         loaded = skipped = 0
-        with path.open(encoding="utf-8") as lines:
-            for line in lines:
-                try:
-                    record = json.loads(line)
-                    verdict = Verdict.from_dict(record["verdict"])
-                    key = (str(record["id"]), verdict.dimension)
-                    digest = str(record["digest"])
-                except (ValueError, KeyError, TypeError):
-                    skipped += 1  # a line cut by a crash mid-write: that item was never answered
-                    continue
-                self._remember(key, digest, verdict)
-                loaded += 1
-        log.info("journal %s: %d results replayed, %d unreadable lines skipped", path, loaded, skipped)
+        for where, record in journal.read():
+            try:
+                if isinstance(record, RecordError):
+                    raise record  # a line cut by a crash mid-write: that item was never answered
+                verdict = Verdict.from_dict(record["verdict"])
+                key = (str(record["id"]), verdict.dimension)
+                digest = str(record["digest"])
+            except (ValueError, KeyError, TypeError) as exc:
+                skipped += 1
+                log.warning("journal %s: skipped (%s)", where, exc)
+                continue
+            self._remember(key, digest, verdict)
+            loaded += 1
+        log.info("journal %s: %d results replayed, %d unreadable lines skipped", journal.path, loaded, skipped)
 
 
 def _resolved(value: Verdict | asyncio.Future[Verdict]) -> asyncio.Future[Verdict]:

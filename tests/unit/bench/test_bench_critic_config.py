@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from firm.bench.cli import _config_critic, instantiate_critic
-from firm.commands import UsageError
 from firm.critics.base import FIRM_RANGE, Critic, JudgeRequest, ScoreRange, Verdict
+from firm.critics.factory import CriticSpec, CriticSpecError, build_critic
 
 
 class FixedCritic(Critic):
@@ -27,27 +26,28 @@ CLASS_PATH = f"{__name__}.FixedCritic"
 
 
 def test_init_args_are_typed_from_plain_data() -> None:
-    critic = instantiate_critic(CLASS_PATH, {"score": "7", "score_range": {"low": 0, "high": 10}})
+    critic = build_critic(CriticSpec(CLASS_PATH, {"score": "7", "score_range": {"low": 0, "high": 10}}))
     assert isinstance(critic, FixedCritic)
     assert critic.score == 7 and critic.score_range == ScoreRange(0, 10)
 
 
-def test_unknown_argument_and_non_critic_class_are_usage_errors() -> None:
-    with pytest.raises(UsageError, match="cannot build .*colour"):
-        instantiate_critic(CLASS_PATH, {"colour": "red"})
-    with pytest.raises(UsageError, match="not a firm critic"):
-        instantiate_critic("firm.bench.sample.Bench", {})
-    with pytest.raises(UsageError, match="no critic named 'nope'"):
-        instantiate_critic("nope", {})
+def test_unknown_argument_and_non_critic_class_are_spec_errors() -> None:
+    with pytest.raises(CriticSpecError, match="cannot build .*colour"):
+        build_critic(CriticSpec(CLASS_PATH, {"colour": "red"}))
+    with pytest.raises(CriticSpecError, match="not a firm critic"):
+        build_critic(CriticSpec("firm.bench.sample.Bench"))
+    with pytest.raises(CriticSpecError, match="no critic named 'nope'"):
+        build_critic(CriticSpec("nope"))
 
 
 def test_config_file_name_defaults_to_the_file_and_keys_are_checked(tmp_path: Path) -> None:
     path = tmp_path / "fixed-four.yaml"
     path.write_text(f"class_path: {CLASS_PATH}\ninit_args:\n  score: 4\n")
-    spec = _config_critic(path)
-    assert spec.name == "fixed-four"
-    assert spec.config == {"class_path": CLASS_PATH, "init_args": {"score": 4}}
-    assert spec.build().score == 4
+    spec = CriticSpec.from_file(path)
+    assert spec.row_name == "fixed-four"
+    assert spec.key() == {"critic": CLASS_PATH, "settings": {"score": 4}}
+    critic = build_critic(spec)
+    assert isinstance(critic, FixedCritic) and critic.score == 4
     (tmp_path / "bad.json").write_text('{"class_path": "generative", "init": {}}')
-    with pytest.raises(UsageError, match="unknown key"):
-        _config_critic(tmp_path / "bad.json")
+    with pytest.raises(CriticSpecError, match="unknown key"):
+        CriticSpec.from_file(tmp_path / "bad.json")

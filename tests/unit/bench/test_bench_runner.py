@@ -75,6 +75,10 @@ def test_a_line_cut_by_a_kill_is_judged_again(tmp_path: Path) -> None:
     judge_bench(critic, bench.samples, VerdictCache(cache_path, "red", {}), chunk=5, progress=False)
     assert critic.calls == [["edit 1", "edit 2"]]
     assert len(VerdictCache(cache_path, "red", {})) == 3  # the verdicts after the cut line are all readable
+    # The cut line was removed before appending: every line whole, one verdict per sample, none twice.
+    header, *lines = (json.loads(line) for line in cache_path.read_text().splitlines())
+    assert header == {"critic": "red", "config": {}}
+    assert sorted(line["id"] for line in lines) == ["s0", "s1", "s2"]
 
 
 def test_the_cache_refuses_verdicts_of_other_settings(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ from transformers import PreTrainedModel, ProcessorMixin
 from firm.critics.base import Critic, JudgeRequest, Verdict
 from firm.critics.parsing import REASON_CATEGORIES, reason_category
 from firm.critics.transformers import DEFAULT_MAX_NEW_TOKENS_PER_DIMENSION, GenerativeJudge, average_verdicts
-from firm.testing import CRITIC_FAMILIES, build_tiny_critic, save_tiny_critic
 
 Pair = tuple[PreTrainedModel, ProcessorMixin]
 
@@ -26,16 +25,11 @@ def noise(width: int, height: int, seed: int) -> Image.Image:
     return Image.fromarray(pixels)
 
 
-@pytest.fixture(scope="module", params=CRITIC_FAMILIES)
-def tiny(request: pytest.FixtureRequest) -> Pair:
-    return build_tiny_critic(request.param)
-
-
 def edit(text: str, seed: int, size: tuple[int, int] = (48, 40)) -> JudgeRequest:
     return JudgeRequest("execution", text, noise(*size, seed), source=noise(*size, seed + 100))
 
 
-def test_batched_greedy_answers_equal_one_at_a_time(tiny: Pair) -> None:
+def test_batched_greedy_answers_equal_one_at_a_time(tiny_critic: Pair) -> None:
     # Different prompt lengths and image sizes, so the batch is left padded by different amounts per row.
     requests = [
         edit("add a hat", 1),
@@ -43,7 +37,7 @@ def test_batched_greedy_answers_equal_one_at_a_time(tiny: Pair) -> None:
         edit("remove the dog", 3, size=(64, 32)),
         edit("make it night", 4, size=(32, 32)),
     ]
-    judge = GenerativeJudge.from_model(*tiny, max_new_tokens=12, batch_size=4)
+    judge = GenerativeJudge.from_model(*tiny_critic, max_new_tokens=12, batch_size=4)
     mask = judge.encode(requests)["attention_mask"]
     assert (mask == 0).any(dim=1).sum() >= 3, "rows of different lengths must be padded for this test to mean anything"
 
@@ -53,12 +47,12 @@ def test_batched_greedy_answers_equal_one_at_a_time(tiny: Pair) -> None:
     assert [row[: len(one)] for row, one in zip(batched, single, strict=True)] == single
 
     # judge() goes the same way: its raw answers are the single answers, decoded.
-    decoded = tiny[1].tokenizer.batch_decode(single, skip_special_tokens=True)
+    decoded = tiny_critic[1].tokenizer.batch_decode(single, skip_special_tokens=True)
     assert [v.raw for v in judge.judge(requests)] == decoded
 
 
-def test_left_padding_is_forced_even_if_the_tokenizer_pads_right(tiny: Pair) -> None:
-    model, processor = tiny
+def test_left_padding_is_forced_even_if_the_tokenizer_pads_right(tiny_critic: Pair) -> None:
+    model, processor = tiny_critic
     processor.tokenizer.padding_side = "right"
     try:
         judge = GenerativeJudge.from_model(model, processor, max_new_tokens=4)
@@ -69,8 +63,8 @@ def test_left_padding_is_forced_even_if_the_tokenizer_pads_right(tiny: Pair) -> 
         processor.tokenizer.padding_side = "left"
 
 
-def test_edit_requests_show_the_source_image_first(tiny: Pair) -> None:
-    model, processor = tiny
+def test_edit_requests_show_the_source_image_first(tiny_critic: Pair) -> None:
+    model, processor = tiny_critic
     source, edited = noise(64, 32, 1), noise(32, 64, 2)
     request = JudgeRequest("consistency", "swap the colours", edited, source=source)
     judge = GenerativeJudge.from_model(model, processor, max_new_tokens=4)
@@ -90,7 +84,7 @@ def test_edit_requests_show_the_source_image_first(tiny: Pair) -> None:
     assert text.endswith("<|im_start|>assistant\n")
 
 
-def test_verdicts_come_back_in_input_order_for_mixed_dimensions(tiny: Pair) -> None:
+def test_verdicts_come_back_in_input_order_for_mixed_dimensions(tiny_critic: Pair) -> None:
     image, source = noise(40, 40, 7), noise(40, 40, 8)
     requests = [
         JudgeRequest("instruction", "a red circle above a blue square", image),
@@ -100,7 +94,7 @@ def test_verdicts_come_back_in_input_order_for_mixed_dimensions(tiny: Pair) -> N
         JudgeRequest("execution", "remove the tree on the left", image, source=source),
         JudgeRequest("instruction", "one green triangle", noise(32, 48, 9)),
     ]
-    judge = GenerativeJudge.from_model(*tiny, max_new_tokens=4, max_new_tokens_per_dimension={}, batch_size=2)
+    judge = GenerativeJudge.from_model(*tiny_critic, max_new_tokens=4, max_new_tokens_per_dimension={}, batch_size=2)
     verdicts = judge.judge(requests)
     alone = [judge.judge([r])[0] for r in requests]
     assert [v.dimension for v in verdicts] == [r.dimension for r in requests]
@@ -108,11 +102,11 @@ def test_verdicts_come_back_in_input_order_for_mixed_dimensions(tiny: Pair) -> N
     assert len({v.raw for v in verdicts}) > 1, "the answers differ, so a reordering would show"
 
 
-def test_random_weights_give_invalid_verdicts_with_reasons_not_scores(tiny: Pair) -> None:
+def test_random_weights_give_invalid_verdicts_with_reasons_not_scores(tiny_critic: Pair) -> None:
     requests = [edit("add a hat", 1), JudgeRequest("instruction", "a cat", noise(32, 32, 2))]
     # min_new_tokens disables the end token, so every answer fills its budget without finishing.
     judge = GenerativeJudge.from_model(
-        *tiny, max_new_tokens=8, max_new_tokens_per_dimension={}, generation_kwargs={"min_new_tokens": 8}
+        *tiny_critic, max_new_tokens=8, max_new_tokens_per_dimension={}, generation_kwargs={"min_new_tokens": 8}
     )
     for verdict in judge.judge(requests):
         assert verdict.score is None and not verdict.valid
@@ -122,8 +116,8 @@ def test_random_weights_give_invalid_verdicts_with_reasons_not_scores(tiny: Pair
         assert verdict.invalid_reason.endswith("(answer cut at max_new_tokens=8)")
 
 
-def test_an_answer_that_finishes_is_not_called_cut(tiny: Pair) -> None:
-    model, processor = tiny
+def test_an_answer_that_finishes_is_not_called_cut(tiny_critic: Pair) -> None:
+    model, processor = tiny_critic
     eos = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     # forced_eos_token_id writes the end token as the budget's last token: the answer finishes, exactly on budget.
     judge = GenerativeJudge.from_model(
@@ -149,8 +143,8 @@ def forcing(processor: ProcessorMixin, answer: str) -> Callable[[int, torch.Tens
     return allowed
 
 
-def test_a_well_formed_answer_is_decoded_and_parsed_into_its_score(tiny: Pair) -> None:
-    model, processor = tiny
+def test_a_well_formed_answer_is_decoded_and_parsed_into_its_score(tiny_critic: Pair) -> None:
+    model, processor = tiny_critic
     answer = '{"reasoning": "the hat is there", "score": [4]}'
     judge = GenerativeJudge.from_model(
         model, processor, max_new_tokens=64, generation_kwargs={"prefix_allowed_tokens_fn": forcing(processor, answer)}
@@ -184,8 +178,8 @@ def choosing(processor: ProcessorMixin, prefix: str, digits: str) -> Callable[[i
     return allowed
 
 
-def test_sampled_answers_are_averaged_into_one_seeded_verdict(tiny: Pair) -> None:
-    model, processor = tiny
+def test_sampled_answers_are_averaged_into_one_seeded_verdict(tiny_critic: Pair) -> None:
+    model, processor = tiny_critic
     judge = GenerativeJudge.from_model(
         model, processor, max_new_tokens=48, samples=8, seed=3,
         generation_kwargs={"prefix_allowed_tokens_fn": choosing(processor, '{"reasoning": "r", "score": [', "35")},
@@ -221,13 +215,13 @@ def test_average_verdicts_rounds_the_mean_and_keeps_invalid_answers_out() -> Non
     assert none.invalid_reason.startswith("none of the 2 sampled answers gave a score")
 
 
-def test_token_budgets_per_dimension(tiny: Pair) -> None:
-    judge = GenerativeJudge.from_model(*tiny, max_new_tokens=32)
+def test_token_budgets_per_dimension(tiny_critic: Pair) -> None:
+    judge = GenerativeJudge.from_model(*tiny_critic, max_new_tokens=32)
     assert judge.max_new_tokens_for("execution") == 32
     assert judge.max_new_tokens_for("instruction") == DEFAULT_MAX_NEW_TOKENS_PER_DIMENSION["instruction"] == 1024
-    flat = GenerativeJudge.from_model(*tiny, max_new_tokens=32, max_new_tokens_per_dimension={})
+    flat = GenerativeJudge.from_model(*tiny_critic, max_new_tokens=32, max_new_tokens_per_dimension={})
     assert flat.max_new_tokens_for("instruction") == 32
-    custom = GenerativeJudge.from_model(*tiny, max_new_tokens_per_dimension={"quality": 5})
+    custom = GenerativeJudge.from_model(*tiny_critic, max_new_tokens_per_dimension={"quality": 5})
     assert (custom.max_new_tokens_for("quality"), custom.max_new_tokens_for("consistency")) == (5, 256)
 
 
@@ -246,39 +240,34 @@ def test_token_budgets_per_dimension(tiny: Pair) -> None:
         ({"generation_kwargs": {"temperature": 0.7}}, "cannot set temperature"),
     ],
 )
-def test_bad_settings_fail_at_construction(tiny: Pair, settings: dict[str, object], message: str) -> None:
+def test_bad_settings_fail_at_construction(tiny_critic: Pair, settings: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        GenerativeJudge.from_model(*tiny, **settings)
+        GenerativeJudge.from_model(*tiny_critic, **settings)
 
 
-def test_a_template_file_is_what_the_model_reads(tiny: Pair, tmp_path: Path) -> None:
+def test_a_template_file_is_what_the_model_reads(tiny_critic: Pair, tmp_path: Path) -> None:
     template = tmp_path / "mine.txt"
     template.write_text('Did they {text}? Answer {{"score": [n]}}.', encoding="utf-8")
-    judge = GenerativeJudge.from_model(*tiny, templates={"execution": str(template)})
+    judge = GenerativeJudge.from_model(*tiny_critic, templates={"execution": str(template)})
     assert 'Did they add a hat? Answer {"score": [n]}.<|im_end|>' in judge.chat_text(edit("add a hat", 1))
     assert "source image" in judge.chat_text(JudgeRequest("consistency", "add a hat", noise(8, 8, 1), noise(8, 8, 2)))
 
 
-def test_progress_bar_only_when_asked(tiny: Pair, capsys: pytest.CaptureFixture[str]) -> None:
-    GenerativeJudge.from_model(*tiny, max_new_tokens=2).judge([edit("a", 1)])
+def test_progress_bar_only_when_asked(tiny_critic: Pair, capsys: pytest.CaptureFixture[str]) -> None:
+    GenerativeJudge.from_model(*tiny_critic, max_new_tokens=2).judge([edit("a", 1)])
     assert "judging" not in capsys.readouterr().err
-    GenerativeJudge.from_model(*tiny, max_new_tokens=2, progress=True).judge([edit("a", 1)])
+    GenerativeJudge.from_model(*tiny_critic, max_new_tokens=2, progress=True).judge([edit("a", 1)])
     assert "judging" in capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_critic(tmp_path_factory.mktemp("critic") / "tiny-qwen3-vl", "qwen3_vl")
-
-
-def test_a_saved_critic_folder_builds_from_a_yaml_config(folder: Path) -> None:
+def test_a_saved_critic_folder_builds_from_a_yaml_config(tiny_critic_dir: Path) -> None:
     # As `firm score -c critic.yaml` builds it: a class_path and init_args resolved against the Critic base.
     config = yaml.safe_load(
         f"""
         critic:
           class_path: firm.critics.transformers.GenerativeJudge
           init_args:
-            model: {folder}
+            model: {tiny_critic_dir}
             max_new_tokens: 4
             max_new_tokens_per_dimension: {{instruction: 6}}
             max_pixels: 1024

@@ -15,7 +15,7 @@ from transformers import PreTrainedModel, ProcessorMixin
 
 from firm.critics.base import Critic, JudgeRequest, ScoreRange
 from firm.critics.score_token import ScoreTokenJudge, score_distribution, score_token_ids
-from firm.testing import CRITIC_FAMILIES, build_tiny_critic, save_tiny_critic, tiny_tokenizer
+from firm.testing import save_tiny_critic, tiny_tokenizer
 
 Pair = tuple[PreTrainedModel, ProcessorMixin]
 
@@ -23,11 +23,6 @@ Pair = tuple[PreTrainedModel, ProcessorMixin]
 def noise(width: int, height: int, seed: int) -> Image.Image:
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     return Image.fromarray(pixels)
-
-
-@pytest.fixture(scope="module", params=CRITIC_FAMILIES)
-def tiny(request: pytest.FixtureRequest) -> Pair:
-    return build_tiny_critic(request.param)
 
 
 def requests_of_mixed_lengths() -> list[JudgeRequest]:
@@ -39,8 +34,8 @@ def requests_of_mixed_lengths() -> list[JudgeRequest]:
     ]
 
 
-def test_distribution_is_a_probability_over_the_range(tiny: Pair) -> None:
-    judge = ScoreTokenJudge.from_model(*tiny)
+def test_distribution_is_a_probability_over_the_range(tiny_critic: Pair) -> None:
+    judge = ScoreTokenJudge.from_model(*tiny_critic)
     for verdict in judge.judge(requests_of_mixed_lengths()):
         assert verdict.valid and verdict.distribution is not None and verdict.expected is not None
         assert len(verdict.distribution) == 5 and min(verdict.distribution) >= 0
@@ -53,8 +48,8 @@ def test_distribution_is_a_probability_over_the_range(tiny: Pair) -> None:
         assert verdict.reasoning.startswith("digit mass ")
 
 
-def test_reads_the_last_prompt_position_of_a_plain_forward_pass(tiny: Pair) -> None:
-    model, processor = tiny
+def test_reads_the_last_prompt_position_of_a_plain_forward_pass(tiny_critic: Pair) -> None:
+    model, processor = tiny_critic
     request = requests_of_mixed_lengths()[0]
     judge = ScoreTokenJudge.from_model(model, processor)
     # Independently of the judge: one unpadded row, the full logits, the digit tokens looked up by name.
@@ -71,12 +66,12 @@ def test_reads_the_last_prompt_position_of_a_plain_forward_pass(tiny: Pair) -> N
     assert verdict.raw == processor.tokenizer.decode([int(logits_V.argmax())])
 
 
-def test_batched_equals_one_at_a_time(tiny: Pair) -> None:
+def test_batched_equals_one_at_a_time(tiny_critic: Pair) -> None:
     requests = requests_of_mixed_lengths() * 2
-    batched = ScoreTokenJudge.from_model(*tiny, batch_size=8)
+    batched = ScoreTokenJudge.from_model(*tiny_critic, batch_size=8)
     mask = batched.encode(requests[:1] + requests[2:3])["attention_mask"]
     assert bool((mask == 0).any()), "rows of different lengths must be padded for this test to mean anything"
-    single = ScoreTokenJudge.from_model(*tiny, batch_size=1)
+    single = ScoreTokenJudge.from_model(*tiny_critic, batch_size=1)
     for b, s in zip(batched.judge(requests), single.judge(requests), strict=True):
         assert b.dimension == s.dimension
         assert b.distribution == pytest.approx(s.distribution, abs=1e-5)
@@ -86,9 +81,9 @@ def test_batched_equals_one_at_a_time(tiny: Pair) -> None:
             assert b.score == s.score
 
 
-def test_low_digit_mass_is_invalid_not_a_score(tiny: Pair) -> None:
+def test_low_digit_mass_is_invalid_not_a_score(tiny_critic: Pair) -> None:
     # A random model spreads its probability over ~260 byte tokens: the five digits get about 2 % of it.
-    judge = ScoreTokenJudge.from_model(*tiny, min_digit_mass=0.5)
+    judge = ScoreTokenJudge.from_model(*tiny_critic, min_digit_mass=0.5)
     for verdict in judge.judge(requests_of_mixed_lengths()):
         assert not verdict.valid and verdict.score is None
         assert verdict.distribution is None and verdict.expected is None
@@ -97,9 +92,9 @@ def test_low_digit_mass_is_invalid_not_a_score(tiny: Pair) -> None:
         assert verdict.reasoning.startswith("digit mass 0.0")
 
 
-def test_a_score_that_is_not_a_single_token_is_a_clear_error(tiny: Pair) -> None:
+def test_a_score_that_is_not_a_single_token_is_a_clear_error(tiny_critic: Pair) -> None:
     with pytest.raises(ValueError, match=r"score 10 of the range 0-10 is 2 tokens"):
-        ScoreTokenJudge.from_model(*tiny, score_range=ScoreRange(0, 10))
+        ScoreTokenJudge.from_model(*tiny_critic, score_range=ScoreRange(0, 10))
 
 
 def test_score_token_ids_are_the_digits_in_order() -> None:
@@ -115,8 +110,8 @@ def test_score_distribution_on_known_logits() -> None:
     assert mass_B.tolist() == pytest.approx([7 / 9, 2 / (math.exp(5.0) + 3)])
 
 
-def test_score_instruction_and_answer_prefix_shape_the_input(tiny: Pair) -> None:
-    model, processor = tiny
+def test_score_instruction_and_answer_prefix_shape_the_input(tiny_critic: Pair) -> None:
+    model, processor = tiny_critic
     request = requests_of_mixed_lengths()[1]
     default = ScoreTokenJudge.from_model(model, processor)
     assert "one whole number from 1 to 5.<|im_end|>" in default.chat_text(request)
@@ -133,9 +128,9 @@ def test_score_instruction_and_answer_prefix_shape_the_input(tiny: Pair) -> None
     assert with_prefix.distribution != pytest.approx(without.distribution)
 
 
-def test_min_digit_mass_must_be_a_probability(tiny: Pair) -> None:
+def test_min_digit_mass_must_be_a_probability(tiny_critic: Pair) -> None:
     with pytest.raises(ValueError, match="min_digit_mass is a probability"):
-        ScoreTokenJudge.from_model(*tiny, min_digit_mass=1.5)
+        ScoreTokenJudge.from_model(*tiny_critic, min_digit_mass=1.5)
 
 
 def test_builds_from_a_yaml_config_with_a_score_range(tmp_path: Path) -> None:

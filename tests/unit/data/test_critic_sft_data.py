@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -25,10 +24,9 @@ from firm.data.schema import to_wds
 from firm.data.sft import IGNORE_INDEX, SampleTooLongError, build_sft_example, chat_prompt, collate_sft, request_of
 from firm.data.stream import ShardStream, count_samples, expand_shards
 from firm.prompts import default_template
-from firm.testing import build_tiny_critic
+from firm.testing import build_tiny_critic, critic_sample, write_shard, write_shards
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from critic_sft_support import critic_sample, one_torch_thread, write_shard, write_shards  # noqa: F401 - autouse fixture
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -195,6 +195,21 @@ def test_the_journal_answers_retries_that_reach_a_restarted_server(tmp_path: Pat
     assert clash.status_code == 409
 
 
+def test_a_torn_journal_line_never_swallows_the_next_record(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    journal.write_text('{"id": "j0", "digest": "x", "verdict": {"dimension": "execution", "score": 5}}\n{"id": "cut')
+    second, third = PixelCritic(), PixelCritic()
+    with serving(create_app(second, ServeConfig(journal=journal))) as url:
+        sent = httpx.post(f"{url}/v1/judge", json={"items": [item(255, "j3")]}).json()
+    assert second.judged == 1
+    # The half line was cut at start-up, so j3's record stands on its own line...
+    assert [json.loads(line)["id"] for line in journal.read_text().splitlines()] == ["j0", "j3"]
+    with serving(create_app(third, ServeConfig(journal=journal))) as url:
+        again = httpx.post(f"{url}/v1/judge", json={"items": [item(255, "j3")]}).json()
+    # ...and a retry that reaches the next restart is answered from it, not judged a second time.
+    assert again["verdicts"] == sent["verdicts"] and third.judged == 0
+
+
 def test_metrics_report_batches_latency_and_invalid_rate(server: tuple) -> None:
     _, client = server
     judge(client, item(255), item(0, text="unreadable"))

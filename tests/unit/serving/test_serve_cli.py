@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from firm.commands import UsageError
-from firm.serving import cli
+from firm.commands import serve as cli
+from firm.errors import InputError
 from firm.serving.app import bind, check_exposure, is_loopback
 
 
@@ -41,10 +42,12 @@ def test_defaults_bind_loopback_with_batching_on() -> None:
 
 
 def test_templates_reach_build_critic_under_the_name_it_reads() -> None:
-    from firm.commands.score import CRITIC_FLAGS
+    from firm.commands.critic_flags import critic_spec
 
     args = parse("--model", "./critic", "--template", "execution=./a.txt", "--template", "quality=./b.txt")
-    assert "templates" in CRITIC_FLAGS and args.templates == ["execution=./a.txt", "quality=./b.txt"]
+    assert args.templates == ["execution=./a.txt", "quality=./b.txt"]
+    spec = critic_spec(args)
+    assert spec.settings["templates"] == {"execution": "./a.txt", "quality": "./b.txt"}
 
 
 def test_binding_beyond_loopback_without_a_token_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,7 +82,7 @@ def test_token_comes_from_the_file_else_the_environment(tmp_path: Path) -> None:
     ],
 )
 def test_bad_flags_are_usage_errors(argv: list[str], match: str) -> None:
-    with pytest.raises(UsageError, match=match):
+    with pytest.raises(InputError, match=match):
         cli.run(parse("--model", "./critic", *argv))
 
 

@@ -11,7 +11,7 @@ from serve_critics import PixelCritic, red, serving
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from firm.critics.base import JudgeRequest, ScoreRange
-from firm.serving import RemoteCritic
+from firm.critics.remote import RemoteCritic
 from firm.serving.app import ServeConfig, bind, create_app
 from firm.serving.protocol import ServeLimits
 

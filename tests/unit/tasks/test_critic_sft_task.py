@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +16,12 @@ from firm.critics.hf import load_vlm
 from firm.data.critic_sft import CriticSFTDataModule
 from firm.tasks import CriticSFTTask, EvalSettings, LoraSettings, OptimizerSettings, PretrainedVLM, TinyVLM
 from firm.tasks.critic_sft import verdict_totals
-from firm.testing import save_tiny_critic
+from firm.testing import critic_sample, save_tiny_critic, write_shards
 from firm.training.callbacks import HFExport
 from firm.training.export import export_checkpoint
 from firm.training.schedule import warmup_cosine
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from critic_sft_support import SHORT_TEMPLATES, critic_sample, one_torch_thread, write_shards  # noqa: F401 - autouse fixture
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PEAK_LR = 3e-3
 
@@ -37,7 +35,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     return train, val
 
 
-def _data(shards: tuple[str, str], workers: int = 0, **kwargs: Any) -> CriticSFTDataModule:
+def _data(shards: tuple[str, str], templates: dict[str, str], workers: int = 0, **kwargs: Any) -> CriticSFTDataModule:
     return CriticSFTDataModule(
         train=shards[0],
         val=shards[1],
@@ -45,7 +43,7 @@ def _data(shards: tuple[str, str], workers: int = 0, **kwargs: Any) -> CriticSFT
         val_batch_size=6,
         num_workers=workers,
         shuffle_buffer=8,
-        templates=SHORT_TEMPLATES,
+        templates=templates,
         **kwargs,
     )
 
@@ -127,10 +125,12 @@ def test_verdict_totals_count_invalid_verdicts_without_scoring_them() -> None:
 # -- training ---------------------------------------------------------------------------------------------------------
 
 
-def test_training_lowers_the_loss_with_warmup_then_cosine(shards: tuple[str, str]) -> None:
+def test_training_lowers_the_loss_with_warmup_then_cosine(
+    shards: tuple[str, str], short_templates: dict[str, str]
+) -> None:
     record = _Record()
     trainer = _trainer(max_epochs=2, callbacks=[record])
-    trainer.fit(_task(), _data(shards))
+    trainer.fit(_task(), _data(shards, short_templates))
     assert trainer.global_step == 12  # 24 samples / batch 4, two epochs
     expected = [PEAK_LR * warmup_cosine(s, total_steps=12, warmup=3) for s in range(12)]
     assert record.lrs == pytest.approx(expected)
@@ -138,26 +138,29 @@ def test_training_lowers_the_loss_with_warmup_then_cosine(shards: tuple[str, str
 
 
 def test_resuming_a_mid_epoch_checkpoint_reproduces_the_uninterrupted_run(
-    shards: tuple[str, str], tmp_path: Path
+    shards: tuple[str, str], short_templates: dict[str, str], tmp_path: Path
 ) -> None:
     checkpoints = ModelCheckpoint(dirpath=tmp_path, filename="{step}", every_n_train_steps=2, save_top_k=-1)
     whole = _task()
     trainer = _trainer(max_epochs=2, callbacks=[checkpoints], enable_checkpointing=True)
-    trainer.fit(whole, _data(shards, workers=2))
+    trainer.fit(whole, _data(shards, short_templates, workers=2))
 
     resumed = _task()
     trainer = _trainer(max_epochs=2, callbacks=[_Record()])
-    trainer.fit(resumed, _data(shards, workers=2), ckpt_path=tmp_path / "step=4.ckpt")  # mid first epoch
+    data = _data(shards, short_templates, workers=2)
+    trainer.fit(resumed, data, ckpt_path=tmp_path / "step=4.ckpt")  # mid first epoch
     assert trainer.global_step == 12
     assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 12
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
-def test_validation_generates_verdicts_and_logs_critic_quality(shards: tuple[str, str]) -> None:
+def test_validation_generates_verdicts_and_logs_critic_quality(
+    shards: tuple[str, str], short_templates: dict[str, str]
+) -> None:
     task = _task(evaluation=EvalSettings(max_new_tokens=4))
     trainer = _trainer(limit_val_batches=None)
-    trainer.fit(task, _data(shards))
+    trainer.fit(task, _data(shards, short_templates))
     metrics = trainer.callback_metrics
     assert metrics["val/judged"] == 6
     # Four new tokens cannot finish an answer: every verdict is invalid, and none gets a made-up score.
@@ -167,10 +170,12 @@ def test_validation_generates_verdicts_and_logs_critic_quality(shards: tuple[str
     assert metrics["data/val_skipped_corrupt_image"] == 0
 
 
-def test_firm_test_evaluates_the_test_shards_like_validation(shards: tuple[str, str]) -> None:
+def test_firm_test_evaluates_the_test_shards_like_validation(
+    shards: tuple[str, str], short_templates: dict[str, str]
+) -> None:
     # The test shards are the validation shards here, so the test loop must report exactly what validation does.
     task = _task(evaluation=EvalSettings(max_new_tokens=24))
-    data = _data(shards, test=shards[1])
+    data = _data(shards, short_templates, test=shards[1])
     trainer = _trainer(limit_val_batches=None, limit_test_batches=None)
     validated = trainer.validate(task, data, verbose=False)[0]
     tested = trainer.test(task, data, verbose=False)[0]
@@ -180,24 +185,28 @@ def test_firm_test_evaluates_the_test_shards_like_validation(shards: tuple[str, 
     assert tested["data/test_skipped_corrupt_image"] == 0
 
 
-def test_firm_test_without_test_shards_says_what_to_set(shards: tuple[str, str]) -> None:
+def test_firm_test_without_test_shards_says_what_to_set(
+    shards: tuple[str, str], short_templates: dict[str, str]
+) -> None:
     with pytest.raises(ValueError, match="no test shards"):
-        _trainer().test(_task(), _data(shards), verbose=False)
+        _trainer().test(_task(), _data(shards, short_templates), verbose=False)
 
 
-def test_firm_predict_points_to_exporting_and_scoring(shards: tuple[str, str]) -> None:
+def test_firm_predict_points_to_exporting_and_scoring(shards: tuple[str, str], short_templates: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="export the trained critic"):
-        _trainer().predict(_task(), _data(shards))
+        _trainer().predict(_task(), _data(shards, short_templates))
 
 
-def test_gradient_checkpointing_changes_memory_not_results_and_frozen_vision_stays(shards: tuple[str, str]) -> None:
+def test_gradient_checkpointing_changes_memory_not_results_and_frozen_vision_stays(
+    shards: tuple[str, str], short_templates: dict[str, str]
+) -> None:
     tasks = {
         "plain": _task(),
         "checkpointing": _task(gradient_checkpointing=True),
         "frozen": _task(freeze_vision=True),
     }
     for task in tasks.values():
-        _trainer(max_steps=3).fit(task, _data(shards))
+        _trainer(max_steps=3).fit(task, _data(shards, short_templates))
     plain, checkpointed = tasks["plain"].model.state_dict(), tasks["checkpointing"].model.state_dict()
     for name, value in plain.items():
         torch.testing.assert_close(checkpointed[name], value, msg=name)
@@ -210,7 +219,7 @@ def test_gradient_checkpointing_changes_memory_not_results_and_frozen_vision_sta
     )
 
 
-def test_critic_learns_to_score_from_the_image(tmp_path: Path) -> None:
+def test_critic_learns_to_score_from_the_image(tmp_path: Path, short_templates: dict[str, str]) -> None:
     # The score is the colour of the edited image (red 1 ... blue 5) and the instruction is the same for every
     # sample: only a critic that reads the image can beat the constant baseline (MAE 1.2 on uniform scores).
     def sample(i: int) -> Any:
@@ -219,7 +228,7 @@ def test_critic_learns_to_score_from_the_image(tmp_path: Path) -> None:
     train, _ = write_shards(tmp_path, [sample(i) for i in range(200)], per_shard=100)
     val, _ = write_shards(tmp_path, [sample(1000 + i) for i in range(20)], per_shard=20, prefix="val")
     task = _task(evaluation=EvalSettings(max_new_tokens=64))
-    data = CriticSFTDataModule(train, val, batch_size=8, val_batch_size=20, num_workers=0, templates=SHORT_TEMPLATES)
+    data = CriticSFTDataModule(train, val, batch_size=8, val_batch_size=20, num_workers=0, templates=short_templates)
     untrained = _trainer(limit_val_batches=None)
     untrained.validate(task, data, verbose=False)
     assert untrained.callback_metrics["val/invalid_rate"] == 1.0  # random weights write no readable score
@@ -234,10 +243,10 @@ def test_critic_learns_to_score_from_the_image(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("family", ["qwen3_vl", "qwen2_5_vl"])
 def test_exported_folder_loads_and_matches_the_trained_model(
-    shards: tuple[str, str], tmp_path: Path, family: str
+    shards: tuple[str, str], short_templates: dict[str, str], tmp_path: Path, family: str
 ) -> None:
     task = _task(TinyVLM(family))
-    data = _data(shards)
+    data = _data(shards, short_templates)
     trainer = _trainer(
         callbacks=[HFExport(tmp_path / "hf"), ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)],
         enable_checkpointing=True,
@@ -252,13 +261,15 @@ def test_exported_folder_loads_and_matches_the_trained_model(
     torch.testing.assert_close(_logits(model, data), live)
 
 
-def test_lora_trains_adapters_only_and_exports_merged_or_as_adapter(shards: tuple[str, str], tmp_path: Path) -> None:
+def test_lora_trains_adapters_only_and_exports_merged_or_as_adapter(
+    shards: tuple[str, str], short_templates: dict[str, str], tmp_path: Path
+) -> None:
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
     base = save_tiny_critic(tmp_path / "base")
     task = _task(PretrainedVLM(str(base)), lora=LoraSettings(r=4, alpha=8, dropout=0.0))
-    data = _data(shards)
+    data = _data(shards, short_templates)
     trainer = _trainer(callbacks=[HFExport(tmp_path / "merged"), HFExport(tmp_path / "adapter", adapter=True)])
     trainer.fit(task, data)
     trainable = {n for n, p in task.model.named_parameters() if p.requires_grad}

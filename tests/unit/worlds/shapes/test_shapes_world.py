@@ -10,9 +10,9 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from firm.commands.world import main
 from firm.data import from_wds
 from firm.worlds.shapes import ShapesWorld, allocate, parse_histogram, schedule
-from firm.worlds.shapes.cli import main
 from firm.worlds.shapes.export import write_bench, write_prompts, write_shards
 
 DIMS = ("execution", "consistency", "instruction", "quality")

@@ -6,7 +6,7 @@ Examples::
     FIRM_SERVE_TOKEN=... firm serve --model ./critic --host 0.0.0.0 --port 8700  # reachable from the network
     firm serve --model ./critic --token-file ~/.firm-token --journal run1.jsonl --max-batch-size 32
 
-Clients: ``firm.serving.RemoteCritic(base_url="http://localhost:8700")``, plain HTTP (``POST /v1/judge``), or any
+Clients: ``firm.critics.remote.RemoteCritic(base_url="http://localhost:8700")``, plain HTTP (``POST /v1/judge``), or any
 OpenAI client on ``/v1/chat/completions``. The server binds 127.0.0.1 unless told otherwise and refuses any other
 address without a token. SIGTERM or Ctrl-C stops it after the requests in flight are answered.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from firm.commands import UsageError
-from firm.commands.score import add_critic_arguments
+from firm.commands.critic_flags import add_critic_arguments, build, critic_spec
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -59,10 +59,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from firm.rewards.critic_reward import strategy_for
     from firm.serving.app import ServeConfig, check_exposure
     from firm.serving.protocol import TOKEN_ENV, ServeLimits
 
     token = read_token(args.token_file, os.environ.get(TOKEN_ENV))
+    spec = critic_spec(args)
     try:
         check_exposure(args.host, token)
         config = ServeConfig(
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     if not 0 <= args.port < 65536:
         raise UsageError(f"--port must be 0-65535, got {args.port}")
-    reward = _reward(args.reward)
+    reward = None if args.reward is None else strategy_for(args.reward)
     if args.journal is not None:
         try:
             args.journal.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +89,6 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UsageError(f"cannot write the journal {args.journal}: {exc.strerror or exc}") from exc
 
-    from firm.commands.score import build_critic
     from firm.serving.app import bind, create_app, serve_socket
 
     # Bind before loading the model, so a port in use fails in a second, not after minutes of loading.
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         sock = bind(args.host, args.port)
     except OSError as exc:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
-    critic = build_critic(args)
+    critic = build(spec)
     try:
         app = create_app(critic, config, reward, args.reward or "")
     except ValueError as exc:
@@ -133,14 +134,3 @@ def read_token(token_file: Path | None, env_value: str | None) -> str | None:
     if env_value:
         print("firm serve: warning: --token-file given, ignoring FIRM_SERVE_TOKEN", file=sys.stderr)
     return token
-
-
-def _reward(name: str | None) -> Any:
-    if name is None:
-        return None
-    from firm import plugins
-
-    try:
-        return plugins.resolve_class("firm.rewards", name)()
-    except (plugins.PluginError, ValueError, TypeError) as exc:
-        raise UsageError(str(exc)) from exc

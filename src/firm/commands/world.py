@@ -7,7 +7,7 @@ Examples::
     firm world prompts --task edit -n 1000 --size 256 --split train --out data/shapes-rl-edit
     firm world sheet --task edit -n 15 --size 128 --out edits.png
 
-The lead's CLI mounts this with :func:`add_parser` and :func:`run`; :func:`main` runs it on its own.
+``firm.cli`` mounts this with :func:`add_parser` and :func:`run`; :func:`main` runs it on its own (tests).
 """
 
 from __future__ import annotations

@@ -21,21 +21,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from firm.commands import UsageError
-from firm.commands.score import add_critic_arguments
+from firm.commands.critic_flags import add_critic_arguments, build, critic_spec, given_critic_flags
 
 if TYPE_CHECKING:
     from firm.bench.result import CriticResult, PairBy
     from firm.bench.sample import Bench
-    from firm.critics.base import Critic
-
-#: critic flags shared with ``firm score`` (they configure the --critic/--model critic).
-CRITIC_FLAGS = ("model", "base_url", "device", "dtype", "max_new_tokens", "max_pixels", "batch_size", "templates")
+    from firm.critics.factory import CriticSpec
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -87,29 +82,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-@dataclass(frozen=True)
-class CriticSpec:
-    """A critic to run: its row name, its settings (they key its verdict cache) and how to build it."""
-
-    name: str
-    config: dict[str, Any]
-    build: Callable[[], Critic]
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``firm bench``; returns the exit code."""
     from firm.bench.plots import slug, write_plots
     from firm.bench.predictions import write_predictions
     from firm.bench.report import write_metrics, write_report
+    from firm.critics.factory import CriticSpec
 
-    specs = _flag_critic(args) + [_config_critic(path) for path in args.critic_config]
+    specs = _flag_critic(args) + [CriticSpec.from_file(path) for path in args.critic_config]
     predictions = [_named_path(item) for item in args.predictions]
     if args.chunk < 1:
         raise UsageError("--chunk must be at least 1")
     bench = _read(args, check_images=bool(specs))
     mid = (bench.score_range.low + bench.score_range.high) // 2
     reference_names = (f"constant {mid}", "best constant", f"random (seed {args.seed})")
-    _check_names([s.name for s in specs] + [n for n, _ in predictions] + list(reference_names))
+    _check_names([s.row_name for s in specs] + [n for n, _ in predictions] + list(reference_names))
 
     results = [_run_critic(spec, bench, args) for spec in specs]
     results += [_read_predictions(name, path, bench, args.pairs) for name, path in predictions]
@@ -132,27 +119,25 @@ def _run_critic(spec: CriticSpec, bench: Bench, args: argparse.Namespace) -> Cri
     from firm.bench.result import evaluate
     from firm.bench.runner import JudgeStats, judge_bench
 
-    try:
-        cache = VerdictCache(args.out / "cache" / f"{slug(spec.name)}.jsonl", spec.name, spec.config)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+    name = spec.row_name
+    cache = VerdictCache(args.out / "cache" / f"{slug(name)}.jsonl", name, spec.key())
     if all(s.key in cache for s in bench.samples):
         verdicts, stats = {s.key: cache[s.key] for s in bench.samples}, JudgeStats(len(bench.samples), 0)
     else:
-        critic = spec.build()
+        critic = build(spec)
         try:
             if critic.score_range != bench.score_range:
                 raise UsageError(
-                    f"critic {spec.name!r} answers on {critic.score_range.low}-{critic.score_range.high}, the bench "
+                    f"critic {name!r} answers on {critic.score_range.low}-{critic.score_range.high}, the bench "
                     f"is on {bench.score_range.low}-{bench.score_range.high}; set --score-range or the critic's range"
                 )
-            verdicts, stats = judge_bench(critic, bench.samples, cache, args.chunk, desc=spec.name)
+            verdicts, stats = judge_bench(critic, bench.samples, cache, args.chunk, desc=name)
         except ValueError as exc:  # an image that cannot be read
             raise UsageError(str(exc)) from exc
         finally:
             critic.close()
     note = f"{stats.reused} verdicts reused from the cache, {stats.judged} judged now"
-    return evaluate(bench, spec.name, verdicts, "critic", args.pairs, (note,))
+    return evaluate(bench, name, verdicts, "critic", args.pairs, (note,))
 
 
 def _read_predictions(name: str, path: Path, bench: Bench, pair_by: PairBy) -> CriticResult:
@@ -242,69 +227,15 @@ def _check_names(names: list[str]) -> None:
 
 
 def _flag_critic(args: argparse.Namespace) -> list[CriticSpec]:
-    """The critic given by --critic/--model and the critic flags, built by ``firm score``'s builder."""
-    from firm.commands.score import build_critic
-
-    given = {flag: getattr(args, flag) for flag in CRITIC_FLAGS if getattr(args, flag) not in (None, [])}
+    """The critic given by --critic/--model and the critic flags (none when neither is given)."""
+    given = given_critic_flags(args)
     if args.critic is None and args.model is None:
         if given:
-            flags = ", ".join("--" + f.replace("_", "-") for f in sorted(given))
+            from firm.critics.factory import CRITIC_FLAGS
+
+            flags = ", ".join(f.option for f in CRITIC_FLAGS if f.name in given)
             raise UsageError(f"critic flags ({flags}) need --model or --critic; a --critic-config takes init_args")
         if args.critic_name:
             raise UsageError("--critic-name names the --critic/--model critic; give --model or --critic")
         return []
-    critic_args = argparse.Namespace(**{**vars(args), "critic": args.critic or "generative"})
-    name = args.critic_name or (Path(args.model).name if args.model else critic_args.critic)
-    return [CriticSpec(name, {"critic": critic_args.critic, **given}, lambda: build_critic(critic_args))]
-
-
-def _config_critic(path: Path) -> CriticSpec:
-    """A critic from a YAML/JSON file ``{"name", "class_path", "init_args"}``, built with jsonargparse."""
-    import yaml
-
-    if not path.is_file():
-        raise UsageError(f"critic config not found: {path}")
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UsageError(f"cannot read critic config {path}: {exc}") from exc
-    if not isinstance(config, dict) or "class_path" not in config:
-        raise UsageError(f"critic config {path} must be a mapping with class_path (and optional name, init_args)")
-    unknown = sorted(set(config) - {"name", "class_path", "init_args"})
-    if unknown:
-        raise UsageError(f"critic config {path}: unknown key(s) {', '.join(unknown)}")
-    init_args = config.get("init_args") or {}
-    if not isinstance(init_args, dict):
-        raise UsageError(f"critic config {path}: init_args must be a mapping")
-    name = str(config.get("name") or path.stem)
-    class_path = str(config["class_path"])
-    settings = {"class_path": class_path, "init_args": init_args}
-    return CriticSpec(name, settings, lambda: instantiate_critic(class_path, init_args, str(path)))
-
-
-def instantiate_critic(class_path: str, init_args: dict[str, Any], where: str = "critic config") -> Any:
-    """Build a critic from a registered name or class path and its ``__init__`` arguments, typed by jsonargparse.
-
-    Raises:
-        UsageError: for an unknown critic, a class that is not a critic, or arguments it does not accept.
-    """
-    from jsonargparse import ArgumentError, ArgumentParser
-
-    from firm import plugins
-    from firm.critics.base import Critic
-
-    try:
-        cls = plugins.resolve_class("firm.critics", class_path)
-    except (plugins.PluginError, ValueError) as exc:
-        raise UsageError(str(exc)) from exc
-    if not issubclass(cls, Critic):
-        raise UsageError(f"{where}: {class_path} is not a firm critic (a subclass of firm.critics.Critic)")
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(Critic, "critic", required=True)
-    full_path = f"{cls.__module__}.{cls.__qualname__}"
-    try:
-        config = parser.parse_object({"critic": {"class_path": full_path, "init_args": init_args}})
-        return parser.instantiate(config).critic
-    except (ArgumentError, OSError, TypeError, ValueError) as exc:  # bad arguments, or a model that cannot load
-        message = " ".join(str(exc).split())  # jsonargparse explains over several lines
-        raise UsageError(f"{where}: cannot build {class_path}: {message}") from exc
+    return [critic_spec(args, critic=args.critic or "generative", name=args.critic_name)]
