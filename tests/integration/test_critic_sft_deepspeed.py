@@ -93,7 +93,7 @@ def test_zero2_trains_resumes_and_converts_in_one_process(tmp_path: Path, short_
     probe.use_processor(whole.processor)
     expected = _val_logits(whole.model, probe)
     torch.testing.assert_close(_val_logits(resumed.model, probe), expected)
-    assert firm(["export", str(tmp_path / "ckpt" / "step=8.ckpt"), str(tmp_path / "hf")]) == 0
+    assert firm(["export", str(tmp_path / "ckpt" / "step=8.ckpt"), str(tmp_path / "hf"), "--trust-checkpoint"]) == 0
     converted, _ = load_vlm(tmp_path / "hf", device="cpu")
     torch.testing.assert_close(_val_logits(converted, probe), expected)
 
@@ -222,7 +222,10 @@ def test_zero3_two_processes_validate_resume_and_convert(
 
     # The ZeRO-3 partitions, converted to a Hugging Face folder from the checkpoint (firm export) or gathered at the
     # end of fit (HFExport), give the pre-conversion model's outputs.
-    assert firm(["export", str(tmp_path / "whole" / "ckpt" / "last.ckpt"), str(tmp_path / "hf")]) == 0
+    assert (
+        firm(["export", str(tmp_path / "whole" / "ckpt" / "last.ckpt"), str(tmp_path / "hf"), "--trust-checkpoint"])
+        == 0
+    )
     for folder in (tmp_path / "hf", tmp_path / "whole" / "hf"):
         converted, _ = load_vlm(folder, device="cpu")
         with torch.no_grad():
@@ -245,7 +248,9 @@ def test_zero3_two_processes_train_lora_adapters_and_convert_merged(
 
     # The ZeRO-3 partitions of base weights and adapters, merged into one Hugging Face folder from the checkpoint
     # (firm export) or at the end of fit (HFExport), give the trained model's outputs.
-    assert firm(["export", str(tmp_path / "lora" / "ckpt" / "last.ckpt"), str(tmp_path / "hf")]) == 0
+    assert (
+        firm(["export", str(tmp_path / "lora" / "ckpt" / "last.ckpt"), str(tmp_path / "hf"), "--trust-checkpoint"]) == 0
+    )
     for folder in (tmp_path / "hf", tmp_path / "lora" / "hf"):
         converted, _ = load_vlm(folder, device="cpu")
         assert not any("lora" in name for name in converted.state_dict())

@@ -9,7 +9,9 @@ Examples::
     firm export runs/edit-8b/checkpoints/last.ckpt/ exports/firm-edit-8b --dtype bfloat16     # a ZeRO folder
     firm export runs/edit-lora/checkpoints/last.ckpt exports/edit-adapter --adapter            # keep the LoRA
 
-Checkpoints hold pickled training state: export only checkpoints you trust.
+Nothing is unpickled by default: checkpoint files are read with ``torch.load(weights_only=True)``. A DeepSpeed
+checkpoint folder can only be converted by unpickling its files (DeepSpeed's converter has no safe loader), which runs
+any code they hold: pass ``--trust-checkpoint`` for folders you or your cluster wrote, never for downloaded ones.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--dtype", choices=("float32", "bfloat16", "float16"), help="dtype of the written weights (default: as trained)"
     )
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow unpickling, which DeepSpeed checkpoint folders need: it runs any code the files hold, so only "
+        "for checkpoints you trust (default: refuse)",
+    )
     return parser
 
 
@@ -47,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.checkpoint.exists():
         raise UsageError(f"checkpoint not found: {args.checkpoint}")
     try:
-        out = export_checkpoint(args.checkpoint, args.output, adapter=args.adapter, dtype=args.dtype)
+        out = export_checkpoint(
+            args.checkpoint, args.output, adapter=args.adapter, dtype=args.dtype, trust=args.trust_checkpoint
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     print(f"wrote {out}")
