@@ -55,7 +55,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_critic_dir: Path) -> di
         "init_args": {"model": str(model), "device": "cpu", "max_new_tokens": 8, "max_new_tokens_per_dimension": {}},
     }
     (root / "dying.json").write_text(json.dumps(dying))
-    score_token = {"name": "tiny-score-token", "class_path": "score_token", "init_args": {"model": str(model)}}
+    # min_digit_mass 0: the random tiny critic's digit mass is far below the default, and this row is to have scores.
+    score_token = {
+        "name": "tiny-score-token",
+        "class_path": "score_token",
+        "init_args": {"model": str(model), "min_digit_mass": 0.0},
+    }
     (root / "score_token.json").write_text(json.dumps(score_token))
     return {"root": root, "bench": bench, "lines": lines}
 

@@ -76,7 +76,8 @@ _SEP = r"""["'*\s]*(?::|=|\bis\b|\bof\b)["'*\s]*"""
 _KEYED_LIST = re.compile(rf"\b(?:score|rating)s?\b{_SEP}\[([^\[\]]*)\]", re.IGNORECASE)
 _KEYED_SCALAR = re.compile(rf"\b(?:score|rating)s?\b{_SEP}({_VALUE})", re.IGNORECASE)
 _OBJECT_START = re.compile(r"\{\s*[\"'}]")
-_BOXED = re.compile(r"\\boxed\{\s*([^{}]*?)\s*\}")
+# Models copy the template's brackets, so \boxed{[4]} reads like \boxed{4} (and like "Final Alignment Rating: [4]").
+_BOXED = re.compile(r"\\boxed\{\s*(?:\[\s*([^{}\[\]]*?)\s*\]|([^{}]*?))\s*\}")
 _FINAL_LINE = re.compile(
     rf"\bfinal\b[^\n:=]{{0,40}}?\b(?:rating|score)\b[\"'*\s]*[:=][\"'*\s]*({_VALUE})", re.IGNORECASE
 )
@@ -235,13 +236,18 @@ def _agree(reads: Sequence[_Read], what: Sequence[str]) -> _Read:
 # --- 1. instruction: \boxed{k} and the final rating line ----------------------------------------------------------
 
 
+def _value_of(match: re.Match[str]) -> str:
+    """The value a boxed or final-rating match captured (a bracketed box captures its inside in group 1)."""
+    return next(group for group in match.groups() if group is not None)
+
+
 def _read_instruction(text: str, settings: _Settings) -> tuple[_Read | None, str]:
     boxed = list(_BOXED.finditer(text))
     final = list(_FINAL_LINE.finditer(text))
     if not boxed and not final:
         return None, ""
     matches = sorted(boxed + final, key=lambda m: m.start())
-    reads = [_score_value(m.group(1), settings) for m in matches]
+    reads = [_score_value(_value_of(m), settings) for m in matches]
     read = _agree(reads, [_clip(m.group(0)) for m in matches])
     return read, _text_before(text, min(m.start() for m in matches))
 

@@ -86,7 +86,9 @@ class ScoreTokenJudge(InProcessCritic):
             the ends of ``score_range``; ``""`` appends nothing.
         answer_prefix: text forced after the generation prompt; the score is read at the position after it. It
             should not end with a space: tokenizers such as Qwen's write the space and the digit as two tokens.
-        min_digit_mass: verdicts whose score tokens hold less of the probability are invalid; 0 accepts all.
+        min_digit_mass: verdicts whose score tokens hold less of the probability are invalid, with the mass in the
+            reason. The default, 0.5, asks that the critic was more likely to write a score than anything else; an
+            untrained or random model falls far below it (about 5/vocabulary size). 0 accepts every verdict.
         batch_size: requests per forward pass.
         max_pixels: cap on an image's pixel count after the processor's resize; the processor's own when None.
         device: ``auto`` (first CUDA device, else CPU), ``cpu``, ``cuda``, ``cuda:1``...
@@ -107,7 +109,7 @@ class ScoreTokenJudge(InProcessCritic):
         templates: dict[str, str] | None = None,
         score_instruction: str = DEFAULT_SCORE_INSTRUCTION,
         answer_prefix: str = "",
-        min_digit_mass: float = 0.0,
+        min_digit_mass: float = 0.5,
         batch_size: int = 16,
         max_pixels: int | None = None,
         device: str = "auto",

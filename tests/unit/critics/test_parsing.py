@@ -130,6 +130,10 @@ CASES = [
     pytest.param("instruction", "Final Alignment Rating: 6\n\\boxed{6}", OUT_OF_RANGE, {}, id="gen-above-range"),
     pytest.param("instruction", "\\boxed{3.5}", NOT_INTEGER, {}, id="boxed-half"),
     pytest.param("instruction", "\\boxed{n}", NOT_INTEGER, {}, id="template-echo"),
+    # Models copy the template's brackets into the box, as into the final line.
+    pytest.param("instruction", "Final analysis: all met.\n\\boxed{[4]}", 4, {}, id="bracketed-box"),
+    pytest.param("instruction", "Final Alignment Rating: [4]\n$\\boxed{ [ 4 ] }$", 4, {}, id="bracketed-box-and-final"),
+    pytest.param("instruction", "\\boxed{[4]} Final Alignment Rating: 3", AMBIGUOUS, {}, id="bracketed-box-vs-final"),
     pytest.param("instruction", "1. Cat: present.\n2. Hat: missing.\nFinal analysis: the", NO_SCORE, {}, id="gen-cut"),
     # --- quality (gen): three sub-scores, min ---
     pytest.param("quality", '{"reasoning": "Sharp, odd hands.", "score": [4, 3, 5]}', 3, {}, id="quality-list"),

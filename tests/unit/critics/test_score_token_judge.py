@@ -35,7 +35,7 @@ def requests_of_mixed_lengths() -> list[JudgeRequest]:
 
 
 def test_distribution_is_a_probability_over_the_range(tiny_critic: Pair) -> None:
-    judge = ScoreTokenJudge.from_model(*tiny_critic)
+    judge = ScoreTokenJudge.from_model(*tiny_critic, min_digit_mass=0.0)  # a random critic: accept any mass
     for verdict in judge.judge(requests_of_mixed_lengths()):
         assert verdict.valid and verdict.distribution is not None and verdict.expected is not None
         assert len(verdict.distribution) == 5 and min(verdict.distribution) >= 0
@@ -51,7 +51,7 @@ def test_distribution_is_a_probability_over_the_range(tiny_critic: Pair) -> None
 def test_reads_the_last_prompt_position_of_a_plain_forward_pass(tiny_critic: Pair) -> None:
     model, processor = tiny_critic
     request = requests_of_mixed_lengths()[0]
-    judge = ScoreTokenJudge.from_model(model, processor)
+    judge = ScoreTokenJudge.from_model(model, processor, min_digit_mass=0.0)
     # Independently of the judge: one unpadded row, the full logits, the digit tokens looked up by name.
     inputs = processor(text=[judge.chat_text(request)], images=[request.images], return_tensors="pt")
     with torch.inference_mode():
@@ -68,10 +68,10 @@ def test_reads_the_last_prompt_position_of_a_plain_forward_pass(tiny_critic: Pai
 
 def test_batched_equals_one_at_a_time(tiny_critic: Pair) -> None:
     requests = requests_of_mixed_lengths() * 2
-    batched = ScoreTokenJudge.from_model(*tiny_critic, batch_size=8)
+    batched = ScoreTokenJudge.from_model(*tiny_critic, batch_size=8, min_digit_mass=0.0)
     mask = batched.encode(requests[:1] + requests[2:3])["attention_mask"]
     assert bool((mask == 0).any()), "rows of different lengths must be padded for this test to mean anything"
-    single = ScoreTokenJudge.from_model(*tiny_critic, batch_size=1)
+    single = ScoreTokenJudge.from_model(*tiny_critic, batch_size=1, min_digit_mass=0.0)
     for b, s in zip(batched.judge(requests), single.judge(requests), strict=True):
         assert b.dimension == s.dimension
         assert b.distribution == pytest.approx(s.distribution, abs=1e-5)
@@ -81,9 +81,10 @@ def test_batched_equals_one_at_a_time(tiny_critic: Pair) -> None:
             assert b.score == s.score
 
 
-def test_low_digit_mass_is_invalid_not_a_score(tiny_critic: Pair) -> None:
-    # A random model spreads its probability over ~260 byte tokens: the five digits get about 2 % of it.
-    judge = ScoreTokenJudge.from_model(*tiny_critic, min_digit_mass=0.5)
+def test_low_digit_mass_is_invalid_not_a_score_by_default(tiny_critic: Pair) -> None:
+    # A random model spreads its probability over ~260 byte tokens: the five digits get about 2 % of it, far below
+    # the default threshold, so an untrained critic never passes noise off as a score.
+    judge = ScoreTokenJudge.from_model(*tiny_critic)
     for verdict in judge.judge(requests_of_mixed_lengths()):
         assert not verdict.valid and verdict.score is None
         assert verdict.distribution is None and verdict.expected is None
@@ -113,13 +114,13 @@ def test_score_distribution_on_known_logits() -> None:
 def test_score_instruction_and_answer_prefix_shape_the_input(tiny_critic: Pair) -> None:
     model, processor = tiny_critic
     request = requests_of_mixed_lengths()[1]
-    default = ScoreTokenJudge.from_model(model, processor)
+    default = ScoreTokenJudge.from_model(model, processor, min_digit_mass=0.0)
     assert "one whole number from 1 to 5.<|im_end|>" in default.chat_text(request)
     bare = ScoreTokenJudge.from_model(model, processor, score_instruction="", score_range=ScoreRange(0, 9))
     rendered = bare.template("instruction").render(request.text)
     assert f"{rendered}<|im_end|>" in bare.chat_text(request), "with no instruction the template is asked as it is"
 
-    prefixed = ScoreTokenJudge.from_model(model, processor, answer_prefix='{"score": [')
+    prefixed = ScoreTokenJudge.from_model(model, processor, answer_prefix='{"score": [', min_digit_mass=0.0)
     ids = prefixed.encode([request])["input_ids"][0].tolist()
     prefix_ids = processor.tokenizer.encode('{"score": [', add_special_tokens=False)
     assert ids[-len(prefix_ids) :] == prefix_ids, "the prefix is the last thing the model reads"
