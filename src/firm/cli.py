@@ -29,7 +29,12 @@ LIGHTNING_COMMANDS = {
     "fit": "train a task from a recipe: firm fit -c recipes/debug/critic_sft_tiny.yaml",
     "validate": "validate a task from a recipe",
     "test": "test a task from a recipe",
-    "predict": "predict with a task from a recipe",
+}
+
+#: Lightning's subcommands that no firm task supports: an answer that says what to do instead, not argparse's usage.
+NOT_OFFERED = {
+    "predict": "no firm task has a predict step; export the trained critic (firm export CHECKPOINT OUT) and judge "
+    "with it: firm score --model OUT for new samples, firm bench --model OUT for scored ones",
 }
 
 
@@ -51,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``firm`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     words = list(sys.argv[1:] if argv is None else argv)
+    if words and words[0] in NOT_OFFERED:
+        print(f"firm {words[0]}: error: {NOT_OFFERED[words[0]]}", file=sys.stderr)
+        return 2
     if words and words[0] in LIGHTNING_COMMANDS:
         from firm.fit import main as lightning_main
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, PackageNotFoundError, distribution, entry_points
+
+from firm.errors import InputError
 
 GROUPS = ("firm.critics", "firm.rewards", "firm.editors", "firm.generators", "firm.annotators")
 BUILTIN_DISTRIBUTION = "firm"
@@ -55,11 +57,43 @@ class Plugin:
         return obj
 
 
+class PluginConfigError(InputError):
+    """``FIRM_LOAD_PLUGINS`` names a distribution that is not installed."""
+
+
 def _allowed() -> set[str] | None:
+    """The distributions ``FIRM_LOAD_PLUGINS`` allows; None when it is unset.
+
+    Raises:
+        PluginConfigError: for a name that is not an installed distribution (a typo would silently load nothing).
+    """
     raw = os.environ.get(ALLOW_ENV)
     if raw is None:
         return None
-    return {_canonical(name) for name in raw.split(",") if name.strip()}
+    names = {_canonical(name) for name in raw.split(",") if name.strip()}
+    missing = sorted(name for name in names - {BUILTIN_DISTRIBUTION} if not _installed(name))
+    if missing:
+        with_plugins = sorted(
+            {
+                ep.dist.metadata["Name"]
+                for grp in GROUPS
+                for ep in entry_points(group=grp)
+                if ep.dist is not None and _canonical(ep.dist.metadata["Name"]) != BUILTIN_DISTRIBUTION
+            }
+        )
+        raise PluginConfigError(
+            f"{ALLOW_ENV} names {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed; "
+            f"installed plugin distributions: {', '.join(with_plugins) or 'none'} (unset {ALLOW_ENV} to load all)"
+        )
+    return names
+
+
+def _installed(name: str) -> bool:
+    try:
+        distribution(name)
+    except PackageNotFoundError:
+        return False
+    return True
 
 
 def _canonical(name: str) -> str:
@@ -71,6 +105,7 @@ def discover(group: str | None = None) -> list[Plugin]:
 
     Raises:
         ValueError: for a group that is not a firm group.
+        PluginConfigError: when ``FIRM_LOAD_PLUGINS`` names a distribution that is not installed.
         PluginError: when two distributions register the same name in one group.
     """
     if group is not None and group not in GROUPS:

@@ -22,7 +22,7 @@ from firm.bench.fields import MissingField, lookup
 from firm.bench.sample import Bench
 from firm.critics.base import ScoreRange, Verdict
 from firm.data.records import RecordError, RecordStore
-from firm.errors import InputError
+from firm.errors import InputError, check_file
 
 __all__ = ["ReadPredictions", "VerdictCache", "read_predictions", "verdict_from_score", "write_predictions"]
 
@@ -60,8 +60,7 @@ def read_predictions(path: Path, bench: Bench) -> ReadPredictions:
         ValueError: for a missing file, a line that is not a JSON object, a line without ``id`` (or without
             ``dimension`` on a bench with several), or two lines for the same sample.
     """
-    if not path.is_file():
-        raise ValueError(f"predictions not found: {path}")
+    check_file(path, "predictions", ValueError)
     known = {s.key for s in bench.samples}
     dims = bench.dimensions
     out = ReadPredictions()

@@ -29,6 +29,7 @@ from firm.bench.fields import MissingField, lookup, to_score
 from firm.bench.sample import Bench, BenchSample, Skipped
 from firm.critics.base import FIRM_RANGE, ScoreRange
 from firm.data.records import RecordError, RecordStore
+from firm.errors import check_file
 
 __all__ = [
     "FIRM_BENCH_FIELDS",
@@ -165,8 +166,7 @@ def _warn_unused(options: ReadOptions, fmt: str, applicable: Sequence[str]) -> N
 
 def _jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any] | str]]:
     """(where, record) per non-blank line; a line that is not a JSON object comes as its error message."""
-    if not path.is_file():
-        raise ValueError(f"bench file not found: {path}")
+    check_file(path, "bench file", ValueError)
     for where, record in RecordStore(path).read():
         line = where.rsplit(":", 1)[1]
         yield f"{path.name}:{line}", record.reason.removeprefix("is ") if isinstance(record, RecordError) else record
@@ -318,8 +318,7 @@ def read_firm_bench_gen(paths: Sequence[Path], options: ReadOptions = ReadOption
 def _table_rows(path: Path) -> list[tuple[str, dict[str, Any] | str]]:
     if path.suffix.lower() in (".jsonl", ".json"):
         return list(_jsonl(path))
-    if not path.is_file():
-        raise ValueError(f"bench file not found: {path}")
+    check_file(path, "bench file", ValueError)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)

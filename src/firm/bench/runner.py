@@ -20,6 +20,7 @@ from firm.bench.metrics import best_constant
 from firm.bench.predictions import Key, VerdictCache
 from firm.bench.sample import Bench, BenchSample
 from firm.critics.base import Critic, Verdict
+from firm.data.samples import SampleInputError
 
 __all__ = ["JudgeStats", "best_constant_verdicts", "constant_verdicts", "judge_bench", "random_verdicts"]
 
@@ -30,6 +31,8 @@ class JudgeStats:
 
     reused: int
     judged: int
+    unreadable: int = 0
+    """Samples whose images could not be read: each an invalid verdict, not cached (a fixed image is judged)."""
 
 
 def judge_bench(
@@ -54,16 +57,23 @@ def judge_bench(
         The verdict of every sample by (id, dimension), and how many came from the cache.
 
     Raises:
-        ValueError: for ``chunk < 1`` or a sample whose images cannot be read.
+        ValueError: for ``chunk < 1`` or a sample without images (a scores-only bench).
         RuntimeError: when the critic breaks its contract (wrong number of verdicts, or another dimension).
     """
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")
     todo = [s for s in samples if s.key not in cache]
+    unreadable: dict[Key, Verdict] = {}
     with tqdm(total=len(todo), unit="request", desc=desc, disable=not progress or not todo) as bar:
         for start in range(0, len(todo), chunk):
-            batch = todo[start : start + chunk]
-            verdicts = critic.judge([s.request() for s in batch])
+            batch, requests = [], []
+            for sample in todo[start : start + chunk]:
+                try:
+                    requests.append(sample.request())
+                    batch.append(sample)
+                except SampleInputError as exc:  # one sample's unreadable image costs that sample, not the run
+                    unreadable[sample.key] = Verdict.invalid(sample.dimension, f"unreadable image: {exc}")
+            verdicts = critic.judge(requests) if requests else []
             if len(verdicts) != len(batch):
                 raise RuntimeError(f"{type(critic).__name__} returned {len(verdicts)} verdicts for {len(batch)}")
             for sample, verdict in zip(batch, verdicts, strict=True):
@@ -72,8 +82,9 @@ def judge_bench(
                         f"{type(critic).__name__} answered {verdict.dimension} for a {sample.dimension} request"
                     )
             cache.add((s.key, v) for s, v in zip(batch, verdicts, strict=True))
-            bar.update(len(batch))
-    return {s.key: cache[s.key] for s in samples}, JudgeStats(reused=len(samples) - len(todo), judged=len(todo))
+            bar.update(min(chunk, len(todo) - start))
+    stats = JudgeStats(reused=len(samples) - len(todo), judged=len(todo) - len(unreadable), unreadable=len(unreadable))
+    return {s.key: unreadable.get(s.key) or cache[s.key] for s in samples}, stats
 
 
 def constant_verdicts(bench: Bench, score: int) -> dict[Key, Verdict]:

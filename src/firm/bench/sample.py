@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
 from firm.critics.base import FIRM_RANGE, JudgeRequest, ScoreRange
+from firm.data.samples import load_image
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,8 @@ class BenchSample:
         """The critic request for this sample, images loaded as RGB.
 
         Raises:
-            ValueError: when the sample has no image (a scores-only bench) or its images cannot be read.
+            ValueError: when the sample has no image (a scores-only bench).
+            SampleInputError: when one of its images cannot be read (missing, corrupt, a decompression bomb).
         """
         if self.image is None:
             raise ValueError(
@@ -57,17 +57,9 @@ class BenchSample:
         return JudgeRequest(
             dimension=self.dimension,
             text=self.text,
-            image=_load_rgb(self.image),
-            source=None if self.source is None else _load_rgb(self.source),
+            image=load_image(self.image),
+            source=None if self.source is None else load_image(self.source),
         )
-
-
-def _load_rgb(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except OSError as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
 
 
 @dataclass(frozen=True)

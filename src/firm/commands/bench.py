@@ -132,11 +132,13 @@ def _run_critic(spec: CriticSpec, bench: Bench, args: argparse.Namespace) -> Cri
                     f"is on {bench.score_range.low}-{bench.score_range.high}; set --score-range or the critic's range"
                 )
             verdicts, stats = judge_bench(critic, bench.samples, cache, args.chunk, desc=name)
-        except ValueError as exc:  # an image that cannot be read
+        except ValueError as exc:  # a bench without images
             raise UsageError(str(exc)) from exc
         finally:
             critic.close()
     note = f"{stats.reused} verdicts reused from the cache, {stats.judged} judged now"
+    if stats.unreadable:
+        note += f", {stats.unreadable} with an unreadable image (invalid, see predictions/)"
     return evaluate(bench, name, verdicts, "critic", args.pairs, (note,))
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from firm.commands import UsageError
 from firm.commands.critic_flags import add_critic_arguments, build, critic_spec
+from firm.errors import check_file
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -125,9 +126,7 @@ def read_token(token_file: Path | None, env_value: str | None) -> str | None:
     """
     if token_file is None:
         return env_value.strip() if env_value and env_value.strip() else None
-    path = token_file.expanduser()
-    if not path.is_file():
-        raise UsageError(f"--token-file {path} does not exist")
+    path = check_file(token_file.expanduser(), "--token-file", UsageError)
     token = path.read_text().strip()
     if not token:
         raise UsageError(f"--token-file {path} is empty")

@@ -17,7 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from firm.commands import UsageError
 from firm.critics.base import DIMENSIONS, task_of
+from firm.errors import InputError
 from firm.worlds.shapes.balance import UNIFORM, parse_histogram
 from firm.worlds.shapes.export import write_bench, write_prompts, write_shards
 from firm.worlds.shapes.render import MAX_SIZE, MIN_SIZE
@@ -90,6 +92,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     shards.add_argument("--histogram", type=_histogram, default=UNIFORM, help=_HISTOGRAM_HELP)
     shards.add_argument("--shard-size", type=_count, default=1000, help="samples per shard (default 1000)")
     shards.add_argument("--workers", type=_count, default=1, help="worker processes, one shard each (default 1)")
+    shards.add_argument(
+        "--overwrite", action="store_true", help="replace the shards an earlier run left in --out (default: refuse)"
+    )
     _common(shards, 64, "train")
 
     bench = sub.add_parser("bench", help="a bench folder: bench.jsonl + images/ for `firm bench`")
@@ -120,16 +125,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run a parsed ``firm world`` command; returns the exit code."""
     if args.world_command == "shards" and args.task and args.task != task_of(args.dimension):
-        print(
-            f"firm world shards: error: --task {args.task} does not match --dimension {args.dimension}", file=sys.stderr
-        )
-        return 2
+        raise UsageError(f"--task {args.task} does not match --dimension {args.dimension}")
+    if args.world_command == "sheet":
+        _check_image_path(args.out)
     world = ShapesWorld(size=args.size, split=args.split, seed=args.seed)
     progress = not args.no_progress
     if args.world_command == "shards":
         paths = write_shards(
-            world, args.dimension, args.n, args.out, args.histogram, args.shard_size, args.workers, progress
-        )
+            world, args.dimension, args.n, args.out, args.histogram, args.shard_size, args.workers, progress,
+            overwrite=args.overwrite,
+        )  # fmt: skip
         print(f"wrote {args.n} {args.dimension} samples to {len(paths)} shard(s) in {args.out}")
     elif args.world_command == "bench":
         path = write_bench(world, args.n, args.out, args.dimensions, args.histogram, progress)
@@ -145,6 +150,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_image_path(out: Path) -> None:
+    """An image file path PIL can write (by its extension), checked before any rendering."""
+    from PIL import Image
+
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; give the image file to write, e.g. {out / 'sheet.png'}")
+    if Image.registered_extensions().get(out.suffix.lower()) not in Image.SAVE:
+        raise UsageError(f"--out {out}: unknown image extension {out.suffix or '(none)'!r}; use .png, .jpg or .webp")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``firm world`` on its own; ``argv`` is what follows ``firm world``, e.g. ``["sheet", "--task", "edit"]``."""
     parser = _OneLineParser(prog="firm")
@@ -153,4 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(["world", *(sys.argv[1:] if argv is None else argv)])
     except SystemExit as stop:  # argparse exits on --help (0) and bad arguments (2); return the code instead
         return stop.code if isinstance(stop.code, int) else 2
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except InputError as exc:  # as firm.cli prints it: one line, exit 2
+        print(f"firm world {args.world_command}: error: {exc}", file=sys.stderr)
+        return 2

@@ -29,7 +29,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from firm.critics.base import Critic
-from firm.errors import InputError
+from firm.errors import InputError, check_file
 
 __all__ = ["CRITIC_FLAGS", "CriticFlag", "CriticSpec", "CriticSpecError", "build_critic", "parse_templates"]
 
@@ -210,11 +210,7 @@ class CriticSpec:
         """
         import yaml
 
-        path = Path(path)
-        if path.is_dir():
-            raise CriticSpecError(f"critic config {path} is a directory; give a YAML or JSON file")
-        if not path.is_file():
-            raise CriticSpecError(f"critic config not found: {path}")
+        path = check_file(Path(path), "critic config", CriticSpecError)
         try:
             config = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as exc:

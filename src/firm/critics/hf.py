@@ -38,10 +38,27 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` is the first CUDA device when there is one, else the CPU."""
+    """``auto`` is the first CUDA device when there is one, else the CPU.
+
+    Raises:
+        ValueError: for a device string torch does not know, or a CUDA device this machine or torch build lacks.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N ({exc})") from None
+    if resolved.type == "cuda":
+        if torch.version.cuda is None:
+            raise ValueError(
+                f"--device {device}: this torch ({torch.__version__}) is a CPU build without CUDA; install a CUDA "
+                "build of torch, or use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if count == 0 or (resolved.index is not None and resolved.index >= count):
+            raise ValueError(f"--device {device}: this machine has {count} CUDA device(s); use --device cpu or auto")
+    return resolved
 
 
 def torchvision_available() -> bool:

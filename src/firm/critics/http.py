@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from firm.errors import check_file
+
 
 class PooledHttp:
     """A lazily opened keep-alive client plus a thread pool, safe to open and close from several threads.
@@ -61,12 +63,10 @@ def read_secret(env: str | None, file: str | None, what: str) -> str | None:
     """A token from ``file`` (which wins) or the environment variable ``env``; None when neither holds one.
 
     Raises:
-        FileNotFoundError: naming ``what`` when ``file`` is given but missing.
+        FileNotFoundError: naming ``what`` when ``file`` is given but missing or a directory.
     """
     if file is not None:
-        path = Path(file).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"{what} {path} does not exist")
+        path = check_file(Path(file).expanduser(), what, FileNotFoundError)
         return path.read_text().strip() or None
     if env is None:
         return None

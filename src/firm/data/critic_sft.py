@@ -36,6 +36,7 @@ from firm.data.plan import EpochPlan, resumed_plan
 from firm.data.schema import CriticSample, SampleError, from_wds
 from firm.data.sft import build_sft_example, chat_prompt, collate_sft, request_of
 from firm.data.stream import RawSample, ShardStream, Split, count_samples, expand_shards, resolve_split
+from firm.errors import InputError
 from firm.prompts import PromptTemplate, default_template, load_template
 
 __all__ = [
@@ -460,11 +461,15 @@ class CriticSFTDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         if self.test_urls is None:
-            raise ValueError("no test shards: set CriticSFTDataModule(test=...) (--data.init_args.test in a recipe)")
+            raise InputError(f"no test data: {self.missing_test_hint()}")
         return self._evaluation_loader(self.test_urls, self.test_batches())
 
+    def missing_test_hint(self) -> str:
+        """How to give this datamodule test data (subclasses that make their own data say their setting)."""
+        return "give test shards, e.g. --data.init_args.test 'shards/test-{000000..000003}.tar' (test: in a recipe)"
+
     def predict_dataloader(self) -> DataLoader:
-        raise ValueError(
+        raise InputError(
             "critic SFT has no predict step: export the trained critic (HFExport, or firm export CHECKPOINT OUT) and "
             "score with it: firm bench --model OUT ... for scored data, firm score --model OUT ... for new samples"
         )

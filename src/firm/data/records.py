@@ -26,7 +26,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal, overload
 
 from firm.data.shards import fsync_directory
 
@@ -139,10 +139,19 @@ class RecordStore:
         )
         return size - keep
 
-    def read(self) -> Iterator[tuple[str, dict[str, Any] | RecordError]]:
+    @overload
+    def read(self, blank: Literal[False] = False) -> Iterator[tuple[str, dict[str, Any] | RecordError]]: ...
+
+    @overload
+    def read(self, blank: Literal[True]) -> Iterator[tuple[str, dict[str, Any] | RecordError | None]]: ...
+
+    def read(self, blank: bool = False) -> Iterator[tuple[str, dict[str, Any] | RecordError | None]]:
         """Yield every non-blank line as a record, or as the error that keeps it from being one.
 
         Bad lines are yielded, not raised, so a caller can skip, count or raise them as it sees fit.
+
+        Args:
+            blank: also yield blank lines, as ``(where, None)``: for inputs where every line must be answered.
 
         Yields:
             ``(where, record_or_error)`` with ``where`` as ``"<path>:<line number>"`` (1-based, blank lines counted).
@@ -155,6 +164,8 @@ class RecordStore:
         with open(self.path, "rb") as f:
             for number, raw in enumerate(f, start=1):
                 if not raw.strip():
+                    if blank:
+                        yield f"{self.path}:{number}", None
                     continue
                 where = f"{self.path}:{number}"
                 yield where, _parse_line(raw, where, number)

@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from firm.critics.base import JudgeRequest, Task, dimensions_of, task_of
-from firm.errors import InputError
+from firm.errors import InputError, check_file
 
 __all__ = ["JudgeSample", "SampleInputError", "load_image", "parse_sample"]
 
@@ -116,10 +116,7 @@ def load_image(path: Path) -> Image.Image:
     Raises:
         SampleInputError: when the file is missing or is not a readable image.
     """
-    if path.is_dir():
-        raise SampleInputError(f"{path} is a directory, not an image")
-    if not path.is_file():
-        raise SampleInputError(f"image not found: {path}")
+    check_file(path, "image", SampleInputError)
     try:
         with Image.open(path) as img:
             return img.convert("RGB")

@@ -29,6 +29,8 @@ from webdataset.filters import shuffle as wds_shuffle
 from webdataset.shardlists import expand_urls
 from webdataset.tariterators import base_plus_ext, tarfile_samples
 
+from firm.errors import check_file
+
 Split = Literal["auto", "shard", "sample"]
 
 __all__ = ["RawSample", "ShardStream", "Split", "count_samples", "expand_shards", "is_local", "resolve_split"]
@@ -74,8 +76,7 @@ def count_samples(shards: Sequence[str]) -> int:
                 "(num_train_samples / num_val_samples)"
             )
         path = _local_path(url)
-        if not path.is_file():
-            raise FileNotFoundError(f"shard not found: {path}")
+        check_file(path, "shard", FileNotFoundError)
         keys: set[str] = set()
         with tarfile.open(path, mode="r:*") as tar:
             for member in tar:

@@ -29,6 +29,7 @@ from importlib import resources
 from pathlib import Path
 
 from firm.critics.base import task_of
+from firm.errors import check_file
 
 __all__ = ["FIELDS", "PromptTemplate", "builtin_templates", "default_template", "load_template"]
 
@@ -104,8 +105,7 @@ def load_template(name_or_path: str | Path) -> PromptTemplate:
             f"unknown prompt template {name_or_path!r}: use a built-in name ({', '.join(builtins)}) "
             "or a path to a text file"
         )
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt template file not found: {path}")
+    check_file(path, "prompt template file", FileNotFoundError)
     text = path.read_text(encoding="utf-8")
     if not text.strip():
         raise ValueError(f"prompt template file {path} is empty")

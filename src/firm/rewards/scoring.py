@@ -3,7 +3,8 @@
 A scored sample is one JSON record: ``task``, ``text``, ``image`` (and ``source``), the verdict of every dimension
 judged and, when a reward applies, ``reward`` (:func:`~firm.rewards.critic_reward.reward_dict` plus its ``name``).
 In batch mode every input line gets exactly one output record, in input order, carrying the input's ``line`` number
-and ``id``; a line that cannot be judged (unreadable image, inconsistent fields) gets an ``error`` instead. Records go
+and ``id``; a line that cannot be judged (blank, not JSON, an unreadable image, inconsistent fields) gets an ``error``
+instead, and the batch goes on. Records go
 through one :class:`~firm.data.records.RecordStore`, so a killed run resumes where it stopped: complete records are
 kept, a record cut mid-write is dropped and its line judged again, once.
 """
@@ -19,7 +20,7 @@ from typing import Any
 from firm.critics.base import Critic
 from firm.data.records import RecordError, RecordStore
 from firm.data.samples import JudgeSample, SampleInputError, parse_sample
-from firm.errors import InputError
+from firm.errors import InputError, check_file
 from firm.rewards.base import RewardStrategy
 from firm.rewards.critic_reward import DEFAULT_REWARDS, CriticReward, RewardSpecError, strategy_for
 
@@ -95,16 +96,25 @@ class ScoreCounts:
 
 
 def _read_input(path: Path) -> list[dict[str, Any]]:
-    if path.is_dir():
-        raise BatchInputError(f"--input {path} is a directory; give a jsonl file")
-    if not path.is_file():
-        raise BatchInputError(f"input not found: {path}")
-    rows = []
-    for where, row in RecordStore(path).read():
-        if isinstance(row, RecordError):
-            raise BatchInputError(f"{row}")
-        row["_line"] = int(where.rsplit(":", 1)[1])
-        rows.append(row)
+    """One row per line, blank and malformed lines included (as ``_error``): every line gets its output record.
+
+    Raises:
+        BatchInputError: for a missing file, or one in which no line is a JSON object (not a batch at all).
+    """
+    check_file(path, "--input", BatchInputError)
+    rows: list[dict[str, Any]] = []
+    for where, row in RecordStore(path).read(blank=True):
+        line = int(where.rsplit(":", 1)[1])
+        if row is None:
+            rows.append({"_line": line, "_error": "blank line: nothing to judge"})
+        elif isinstance(row, RecordError):
+            rows.append({"_line": line, "_error": f"line {line} {row.reason}"})
+        else:
+            rows.append({**row, "_line": line})
+    if rows and all("_error" in row for row in rows):
+        raise BatchInputError(
+            f"{path} holds no JSON object on any line; is it a jsonl of samples? ({rows[0]['_error']})"
+        )
     return rows
 
 
@@ -183,6 +193,8 @@ def score_jsonl(
                 for row in batch:
                     head = {"line": row["_line"], **({"id": row["id"]} if "id" in row else {})}
                     try:
+                        if "_error" in row:
+                            raise SampleInputError(row["_error"])
                         samples.append(parse_sample(row, base=input.parent, default_dimensions=dimensions))
                         slots.append(len(records))
                     except SampleInputError as exc:

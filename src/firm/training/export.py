@@ -101,14 +101,14 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> tuple[dict[str, to
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights only load failed" in first.lower():
-            detail = next((line.strip() for line in str(exc).splitlines() if "global" in line.lower()), first)
+        # torch names a class it refused as an "Unsupported global"; anything else is bytes that are no checkpoint.
+        refused = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line), None)
+        if refused is not None:
             raise CheckpointError(
                 f"{path} holds objects that only unpickling could build, and firm does not unpickle checkpoints: "
-                f"{detail}"
+                f"{refused}"
             ) from None
-        raise CheckpointError(f"{path} is not a checkpoint (torch.load: {first})") from None
+        raise CheckpointError(f"{path} is not a checkpoint (torch.load cannot read it)") from None
     except Exception as exc:  # arbitrary bytes make torch's loader raise almost anything (KeyError, struct.error...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} is not a checkpoint (torch.load: {first})") from None

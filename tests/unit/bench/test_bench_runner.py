@@ -81,6 +81,20 @@ def test_a_line_cut_by_a_kill_is_judged_again(tmp_path: Path) -> None:
     assert sorted(line["id"] for line in lines) == ["s0", "s1", "s2"]
 
 
+def test_an_unreadable_image_is_that_sample_s_invalid_verdict_and_the_run_goes_on(tmp_path: Path) -> None:
+    bench = _bench(tmp_path, n=4)
+    (tmp_path / "1.png").write_bytes(b"not a png at all")
+    Image.new("1", (20_000, 20_000)).save(tmp_path / "2_src.png")  # a decompression bomb as a source image
+    cache = VerdictCache(tmp_path / "cache.jsonl", "red", {})
+    critic = RedCritic()
+    verdicts, stats = judge_bench(critic, bench.samples, cache, chunk=4, progress=False)
+    assert critic.calls == [["edit 0", "edit 3"]]
+    assert (stats.judged, stats.unreadable) == (2, 2)
+    assert verdicts[("s1", "execution")].invalid_reason.startswith("unreadable image: cannot read image")
+    assert "2_src.png" in verdicts[("s2", "execution")].invalid_reason
+    assert len(cache) == 2  # not cached: a fixed image is judged on the next run
+
+
 def test_the_cache_refuses_verdicts_of_other_settings(tmp_path: Path) -> None:
     path = tmp_path / "cache.jsonl"
     VerdictCache(path, "red", {"model": "a"})

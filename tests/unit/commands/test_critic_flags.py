@@ -68,5 +68,5 @@ def test_library_input_errors_are_one_line_and_exit_2(tmp_path, capsys: pytest.C
     # A SampleInputError from firm.data.samples, through the command: no traceback, the library's message.
     assert cli.main(["score", "--model", str(tmp_path), "--image", str(tmp_path), "--prompt", "p"]) == 2
     err = capsys.readouterr().err
-    assert err == f"firm score: error: {tmp_path} is a directory, not an image\n"
+    assert err == f"firm score: error: image {tmp_path} is a directory, not a file\n"
     assert issubclass(UsageError, InputError)

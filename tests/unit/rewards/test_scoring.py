@@ -119,9 +119,44 @@ def test_bad_batches_fail_before_the_critic_is_built(tmp_path: Path) -> None:
         score_jsonl(never, batch, tmp_path, resume=True, progress=False)
     with pytest.raises(InputError, match="no reward named 'nope'"):
         score_jsonl(never, batch, tmp_path / "new.jsonl", reward="nope", progress=False)
-    (tmp_path / "broken.jsonl").write_text('{"image": "a.png"}\n{"image": \n')
-    with pytest.raises(BatchInputError, match=r"broken.jsonl:2 .*not valid JSON|broken.jsonl:2 .*cut off"):
-        score_jsonl(never, tmp_path / "broken.jsonl", tmp_path / "o.jsonl", progress=False)
+    (tmp_path / "notes.jsonl").write_text("just some text\n\nmore text\n")
+    with pytest.raises(BatchInputError, match=r"holds no JSON object on any line"):
+        score_jsonl(never, tmp_path / "notes.jsonl", tmp_path / "o.jsonl", progress=False)
+
+
+def test_blank_malformed_and_unreadable_lines_each_get_their_error_line_and_the_batch_goes_on(tmp_path: Path) -> None:
+    from PIL import PngImagePlugin
+
+    Image.new("RGB", (4, 4), (0, 0, 0)).save(tmp_path / "src.png")
+    Image.new("RGB", (4, 4), (255, 255, 0)).save(tmp_path / "ok.png")
+    Image.new("1", (20_000, 20_000)).save(tmp_path / "bomb.png")  # 400 Mpx: over PIL's decompression-bomb limit
+    chunk = PngImagePlugin.PngInfo()
+    chunk.add_text("comment", "x" * (2 << 20), zip=True)  # a zipped text chunk that inflates past PIL's limit
+    Image.new("RGB", (4, 4)).save(tmp_path / "bigtext.png", pnginfo=chunk)
+    good = {"source": "src.png", "image": "ok.png", "instruction": "paint it"}
+    lines = [
+        json.dumps({"id": "ok", **good}),
+        "",
+        '{"id": "cut", "image": ',
+        json.dumps({**good, "id": "bomb", "image": "bomb.png"}),
+        json.dumps({**good, "id": "text", "image": "bigtext.png"}),
+        json.dumps({**good, "id": "number", "image": 123}),
+        "[1, 2]",
+        json.dumps({"id": "last", **good}),
+    ]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    critic = CountingCritic()
+    counts = score_jsonl(lambda: critic, tmp_path / "in.jsonl", tmp_path / "out.jsonl", progress=False)
+    records = _records(tmp_path / "out.jsonl")
+    assert [r["line"] for r in records] == list(range(1, 9))
+    errors = {r["line"]: r.get("error", "") for r in records}
+    assert "verdicts" in records[0] and "verdicts" in records[7] and not errors[1] and not errors[8]
+    assert errors[2] == "blank line: nothing to judge"
+    assert "not valid JSON" in errors[3] and "not a JSON object" in errors[7]
+    assert "cannot read image" in errors[4] and "bomb.png" in errors[4]
+    assert "cannot read image" in errors[5] and "bigtext.png" in errors[5]
+    assert "image not found" in errors[6]
+    assert (counts.scored, counts.errors) == (2, 6)
 
 
 def test_default_rewards_apply_only_when_their_dimensions_are_judged(tmp_path: Path) -> None:

@@ -67,7 +67,7 @@ def test_token_comes_from_the_file_else_the_environment(tmp_path: Path) -> None:
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(UsageError, match="is empty"):
         cli.read_token(tmp_path / "empty", None)
-    with pytest.raises(UsageError, match="does not exist"):
+    with pytest.raises(UsageError, match="--token-file not found"):
         cli.read_token(tmp_path / "missing", None)
 
 

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from firm.critics.base import Verdict
 from firm.critics.hf import load_vlm
 from firm.data.critic_sft import CriticSFTDataModule
+from firm.errors import InputError
 from firm.tasks import CriticSFTTask, EvalSettings, LoraSettings, OptimizerSettings, PretrainedVLM, TinyVLM
 from firm.tasks.critic_sft import verdict_totals
 from firm.testing import critic_sample, save_tiny_critic, write_shards
@@ -188,7 +189,7 @@ def test_firm_test_evaluates_the_test_shards_like_validation(
 def test_firm_test_without_test_shards_says_what_to_set(
     shards: tuple[str, str], short_templates: dict[str, str]
 ) -> None:
-    with pytest.raises(ValueError, match="no test shards"):
+    with pytest.raises(InputError, match=r"no test data: give test shards, e.g. --data.init_args.test"):
         _trainer().test(_task(), _data(shards, short_templates), verbose=False)
 
 

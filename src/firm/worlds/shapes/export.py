@@ -24,8 +24,14 @@ from tqdm import tqdm
 from firm.critics.base import DIMENSIONS
 from firm.data.schema import encode_png, to_wds
 from firm.data.shards import atomic_path, remove_stale_partials
+from firm.errors import InputError
 from firm.worlds.shapes.balance import UNIFORM
 from firm.worlds.shapes.world import ShapesWorld
+
+
+def _check_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder to write into")
 
 
 def _positive(n: int) -> None:
@@ -42,19 +48,32 @@ def write_shards(
     shard_size: int = 1000,
     workers: int = 1,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Write ``n`` critic samples of ``dimension`` as WebDataset shards; returns the shard paths.
 
     Shard ``j`` holds samples ``j * shard_size`` onwards, whatever the number of worker processes, and tar headers
-    carry a fixed mtime, so the same arguments give byte-identical shards.
+    carry a fixed mtime, so the same arguments give byte-identical shards. A folder that already holds shards of
+    this split and dimension is refused unless ``overwrite`` (which deletes them first): a pattern or glob over the
+    folder would otherwise read old and new shards mixed.
 
     Raises:
         ValueError: for an unknown dimension, ``n < 1``, ``workers < 1`` or a bad histogram.
+        InputError: when ``out`` is a file, or holds earlier shards and ``overwrite`` is False.
     """
     targets = world.targets(dimension, n, histogram)
     _positive(n)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    _check_folder(out)
+    earlier = sorted(out.glob(f"shapes-{world.split}-{dimension}-*.tar")) if out.is_dir() else []
+    if earlier and not overwrite:
+        raise InputError(
+            f"{out} already holds {len(earlier)} {world.split} {dimension} shard(s) from an earlier run; pass "
+            "--overwrite to replace them, or choose another --out (old and new shards must not mix)"
+        )
+    for path in earlier:
+        path.unlink()
     out.mkdir(parents=True, exist_ok=True)
     jobs = [
         _ShardJob(
@@ -115,6 +134,7 @@ def write_bench(
         ValueError: for an unknown dimension, ``n < 1`` or a bad histogram.
     """
     _positive(n)
+    _check_folder(out)
     unknown = [d for d in dimensions if d not in DIMENSIONS]
     if unknown:
         raise ValueError(f"unknown dimension {unknown[0]!r}; choose from {', '.join(DIMENSIONS)}")
@@ -161,6 +181,7 @@ def write_prompts(world: ShapesWorld, task: str, n: int, out: Path, progress: bo
     if task not in ("edit", "gen"):
         raise ValueError(f"unknown task {task!r}; choose edit or gen")
     _positive(n)
+    _check_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{world.split}_metadata.jsonl"
     if task == "edit":

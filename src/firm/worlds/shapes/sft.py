@@ -81,6 +81,10 @@ class ShapesWorldSFTDataModule(CriticSFTDataModule):
             **kwargs,
         )
 
+    def missing_test_hint(self) -> str:
+        """ShapesWorld writes its test split itself: say how many samples to hold out."""
+        return "set the number of ShapesWorld test samples, e.g. --data.init_args.test_samples 40"
+
     def _folder(self, split: str, dimension: str, n: int) -> Path:
         return self.root / f"size{self.image_size}-seed{self.world_seed}" / f"{split}-{dimension}-n{n}"
 
