@@ -67,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = importlib.import_module(args._run).run(args)
+    except ConnectionError as exc:  # a critic server that cannot be reached: the retries said so already
+        print(f"firm {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except InputError as exc:  # a command's UsageError or the library's: one line, exit 2
         print(f"firm {args.command}: error: {exc}", file=sys.stderr)
         return 2

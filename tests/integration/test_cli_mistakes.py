@@ -131,3 +131,28 @@ def test_an_allow_list_naming_a_missing_distribution(
     assert main(["plugins"]) == 2
     line = error_line(capsys, "plugins")
     assert "names firm-exmaple, which is not installed" in line and "firm-example" in line
+
+
+def test_a_dead_critic_url_says_so_at_once_and_gives_up_in_seconds(folders: Path, tiny_critic_dir: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from firm.serving.app import bind
+
+    sock = bind("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+    for critic, extra in [("remote", []), ("openai", ["--model", "judge"])]:
+        argv = [sys.executable, "-m", "firm.cli", "score", "--critic", critic, "--base-url", url, "--retries", "2"]
+        argv += [*extra, "--image", str(folders / "ok.png"), "--prompt", "a square", "--dimensions", "quality"]
+        started = time.monotonic()
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=120, env={**os.environ, "OPENAI_API_KEY": ""}
+        )
+        assert done.returncode == 1 and time.monotonic() - started < 60, done.stderr
+        lines = [line for line in done.stderr.splitlines() if "real_accelerator" not in line]
+        assert [line.split("retrying ")[1][:5] for line in lines[:2]] == ["(1/2)", "(2/2)"], done.stderr
+        assert all("cannot reach" in line for line in lines[:2]) and "Traceback" not in done.stderr
+        assert lines[-1].startswith("firm score: error: cannot ") and url in lines[-1], done.stderr

@@ -48,6 +48,7 @@ class CriticFlag:
         help: one line for ``--help``.
         metavar: how ``--help`` shows the value.
         repeatable: the flag may be given several times; its values arrive as a list.
+        flag: the option as typed, when it is not the argument's name with dashes (``--timeout`` for ``timeout_s``).
     """
 
     name: str
@@ -55,11 +56,12 @@ class CriticFlag:
     help: str
     metavar: str | None = None
     repeatable: bool = False
+    flag: str | None = None
 
     @property
     def option(self) -> str:
         """The flag as typed: ``--max-new-tokens``."""
-        return "--" + ("template" if self.name == "templates" else self.name.replace("_", "-"))
+        return self.flag or "--" + self.name.replace("_", "-")
 
 
 #: The critic settings of ``firm score``, ``firm bench`` and ``firm serve``, in ``--help`` order.
@@ -79,7 +81,10 @@ CRITIC_FLAGS: tuple[CriticFlag, ...] = (
         "prompt template for a dimension, e.g. execution=./my_exec.txt (repeatable)",
         metavar="DIM=NAME_OR_PATH",
         repeatable=True,
+        flag="--template",
     ),
+    CriticFlag("timeout_s", float, "seconds to wait for one answer from a critic server", "SECONDS", flag="--timeout"),
+    CriticFlag("max_retries", int, "retries when a critic server cannot be reached or is busy", "N", flag="--retries"),
 )
 _FLAGS = {flag.name: flag for flag in CRITIC_FLAGS}
 _CONFIG_KEYS = frozenset({"name", "class_path", "init_args"})

@@ -15,6 +15,9 @@ import httpx
 
 from firm.errors import check_file
 
+#: Longest wait for a TCP connection (an unreachable host otherwise holds a request for its whole timeout).
+CONNECT_TIMEOUT_S = 10.0
+
 
 class PooledHttp:
     """A lazily opened keep-alive client plus a thread pool, safe to open and close from several threads.
@@ -45,7 +48,9 @@ class PooledHttp:
             if self._client is None or self._pool is None:
                 headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
                 limits = httpx.Limits(max_connections=self.connections, max_keepalive_connections=self.connections)
-                self._client = httpx.Client(headers=headers, timeout=self.timeout_s, limits=limits)
+                # Connecting gets at most CONNECT_TIMEOUT_S: a host that drops packets must not cost the whole timeout.
+                timeout = httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, CONNECT_TIMEOUT_S))
+                self._client = httpx.Client(headers=headers, timeout=timeout, limits=limits)
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=self.name)
             return self._client, self._pool
 

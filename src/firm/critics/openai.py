@@ -18,6 +18,7 @@ import logging
 import math
 import random
 import re
+import threading
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -161,6 +162,8 @@ class OpenAICompatibleCritic(Critic):
         self._http = PooledHttp(self._api_key, timeout_s, concurrency, concurrency, "firm-openai-critic")
         # Set once any HTTP answer arrives; before that, a batch of pure connection failures is a config error.
         self._reached = False
+        self._warned: set[int] = set()
+        self._warn_lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -231,20 +234,34 @@ class OpenAICompatibleCritic(Critic):
                     reason = f"{failure.reason} (gave up after {attempts} attempts)"
                     return _Outcome(Verdict.invalid(request.dimension, reason), connect_error=failure.connect_error)
                 delay = self._backoff(attempt, failure.retry_after)
-                log.debug(
-                    "critic request failed (%s); retry %d/%d in %.2fs", failure.reason, attempt + 1, attempts - 1, delay
-                )
+                if failure.connect_error and not self._reached:
+                    self._warn_unreachable(attempt + 1, attempts - 1, delay)
+                else:
+                    log.debug(
+                        "critic request failed (%s); retry %d/%d in %.2fs",
+                        failure.reason, attempt + 1, attempts - 1, delay,
+                    )  # fmt: skip
                 time.sleep(delay)
                 continue
             return _Outcome(self._verdict(request, answer))
         raise AssertionError("unreachable: the last attempt always returns")
 
+    def _warn_unreachable(self, retry: int, retries: int, delay: float) -> None:
+        """Say on stderr, at once and once per retry round (not once per concurrent request), that nothing answers."""
+        with self._warn_lock:
+            if retry in self._warned:
+                return
+            self._warned.add(retry)
+        # Python's last-resort handler prints warnings on stderr when logging is not configured.
+        log.warning("cannot reach %s, retrying (%d/%d) in %.1f s", self.url, retry, retries, delay)
+
     def _post(self, client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
         """One attempt; returns the parsed JSON answer or raises :class:`_Retryable` / :class:`_Failed`."""
         try:
             response = client.post(self.url, json=body)
-        except httpx.ConnectError as err:
-            raise _Retryable(f"cannot connect to {self.url}: {err}", connect_error=True) from err
+        except (httpx.ConnectError, httpx.ConnectTimeout) as err:  # refused, unknown host, or nothing answers at all
+            detail = str(err) or type(err).__name__
+            raise _Retryable(f"cannot connect to {self.url}: {detail}", connect_error=True) from err
         except httpx.TimeoutException as err:
             raise _Retryable(f"timed out after {self.timeout_s:g} s ({type(err).__name__}) at {self.url}") from err
         except (httpx.NetworkError, httpx.RemoteProtocolError) as err:

@@ -2,9 +2,11 @@
 
 Every item gets an id (a UUID) once, before its first attempt, and keeps it through every retry; the server answers a
 repeated id from its cache (or its journal), so a retry after a lost answer is never judged twice. Connection
-failures, timeouts, 429, 502, 503 and 504 are retried with capped exponential backoff and jitter until
-``retry_timeout_s`` has passed, moving to the next URL each time when several are given: a server restart costs
-retries, not the run.
+failures, timeouts, 429 and 5xx answers are retried with capped exponential backoff and jitter, moving to the next
+URL each time when several are given; a 4xx is the request's own fault and is not retried. A server that has never
+answered gets ``max_retries`` retries (a wrong or dead URL fails in seconds, saying so on stderr at each retry); once
+it has answered, failures are retried until ``retry_timeout_s`` has passed, so a server restart costs retries, not
+the run.
 
 Example:
     >>> critic = RemoteCritic(base_url="http://localhost:8700")  # token from FIRM_SERVE_TOKEN, if set
@@ -38,9 +40,9 @@ from firm.serving.protocol import ROUTE_JUDGE, TOKEN_ENV
 
 log = logging.getLogger(__name__)
 
-#: Statuses worth retrying: the server is overloaded, restarting, or behind a proxy that lost it. A 500 means the
-#: critic itself raised, which a retry would only repeat, so it is reported at once.
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
+#: Statuses worth retrying besides every 5xx: the server asks the client to slow down. Other 4xx answers are the
+#: request's own fault and would only be refused again.
+RETRY_STATUSES = frozenset({429})
 IMAGE_FORMATS = ("PNG", "JPEG")
 
 
@@ -59,8 +61,13 @@ class RemoteCritic(Critic):
         token_file: file holding the bearer token; takes precedence over ``token_env``.
         batch_size: items per HTTP request.
         concurrency: HTTP requests in flight at once.
-        timeout_s: seconds to wait for one answer (the server batches, so allow for a queue).
-        retry_timeout_s: how long to keep retrying one request before giving up with :class:`ConnectionError`.
+        timeout_s: seconds to wait for one answer (the server batches, so allow for a queue); connecting gets at most
+            10 s of it.
+        max_retries: retries of a request while the server has never answered this critic, before giving up with
+            :class:`ConnectionError` (a dead or wrong URL): about 15 s with the default backoff. Raise it when the
+            critic may start before its server has loaded the model (``firm serve`` listens once it has).
+        retry_timeout_s: once the server has answered, how long to keep retrying one request (through a restart)
+            before giving up with :class:`ConnectionError`.
         backoff_s: first backoff; doubled per attempt up to ``max_backoff_s``, with jitter.
         max_backoff_s: longest single backoff.
         image_format: how images are sent: ``PNG`` (lossless) or ``JPEG`` (smaller, lossy).
@@ -72,8 +79,8 @@ class RemoteCritic(Critic):
     """
 
     transport_settings = frozenset(
-        {"token_env", "token_file", "batch_size", "concurrency", "timeout_s", "retry_timeout_s", "backoff_s",
-         "max_backoff_s"}
+        {"token_env", "token_file", "batch_size", "concurrency", "timeout_s", "max_retries", "retry_timeout_s",
+         "backoff_s", "max_backoff_s"}
     )  # fmt: skip
 
     def __init__(
@@ -84,6 +91,7 @@ class RemoteCritic(Critic):
         batch_size: int = 16,
         concurrency: int = 4,
         timeout_s: float = 300.0,
+        max_retries: int = 8,
         retry_timeout_s: float = 300.0,
         backoff_s: float = 0.2,
         max_backoff_s: float = 5.0,
@@ -98,15 +106,16 @@ class RemoteCritic(Critic):
             raise ValueError(f"image_format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
         if batch_size < 1 or concurrency < 1:
             raise ValueError(f"batch_size and concurrency must be >= 1, got {batch_size} and {concurrency}")
-        if timeout_s <= 0 or retry_timeout_s < 0 or backoff_s < 0 or max_backoff_s < backoff_s:
+        if timeout_s <= 0 or max_retries < 0 or retry_timeout_s < 0 or backoff_s < 0 or max_backoff_s < backoff_s:
             raise ValueError(
-                "need timeout_s > 0, retry_timeout_s >= 0 and 0 <= backoff_s <= max_backoff_s; got "
-                f"{timeout_s}, {retry_timeout_s}, {backoff_s}, {max_backoff_s}"
+                "need timeout_s > 0, max_retries >= 0, retry_timeout_s >= 0 and 0 <= backoff_s <= max_backoff_s; "
+                f"got {timeout_s}, {max_retries}, {retry_timeout_s}, {backoff_s}, {max_backoff_s}"
             )
         self.urls = urls
         self.batch_size = batch_size
         self.concurrency = concurrency
         self.timeout_s = timeout_s
+        self.max_retries = max_retries
         self.retry_timeout_s = retry_timeout_s
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
@@ -119,6 +128,8 @@ class RemoteCritic(Critic):
         self._lock = threading.Lock()
         #: Attempts that failed and were retried, since construction (for logs and tests).
         self.retries = 0
+        #: Whether any server has answered this critic yet (until then, a failure is probably a wrong URL).
+        self.reached = False
 
     def judge(self, requests: Sequence[JudgeRequest]) -> list[Verdict]:
         """Judge every request on the server; verdicts in input order.
@@ -192,24 +203,38 @@ class RemoteCritic(Critic):
         while True:
             url = self.urls[next(self._next_url) % len(self.urls)] + ROUTE_JUDGE
             hint: float | None = None
+            unreachable = False
             try:
                 response = client.post(url, json=body)
             except httpx.TransportError as err:  # refused, reset, timed out: the server is down or restarting
-                failure = f"{type(err).__name__} at {url}: {err}"
+                failure = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+                unreachable = True
             else:
-                if response.status_code not in RETRY_STATUSES:
-                    return response.status_code, _json(response)
-                failure = f"{response.status_code} from {url}: {_error_message(_json(response))}"
+                self.reached = True  # any HTTP answer: the URL is right, the server may be busy or restarting
+                status = response.status_code
+                if status not in RETRY_STATUSES and status < 500:
+                    return status, _json(response)
+                failure = f"{status} {_error_message(_json(response))}"
                 hint = retry_after(response)
             delay = min(self.backoff_s * 2**attempt, self.max_backoff_s) * random.uniform(0.5, 1.0)
             if hint is not None:
                 delay = min(max(delay, hint), self.max_backoff_s)
-            if time.monotonic() + delay > deadline:
+            if not self.reached and attempt >= self.max_retries:
+                raise ConnectionError(
+                    f"cannot reach firm serve at {url} ({failure}) after {attempt + 1} attempts; is it running, and "
+                    "is base_url right? (max_retries sets how often a server that never answered is retried)"
+                )
+            if self.reached and time.monotonic() + delay > deadline:
                 raise ConnectionError(
                     f"firm serve did not answer within retry_timeout_s={self.retry_timeout_s:g} "
-                    f"({attempt + 1} attempts); last: {failure}"
+                    f"({attempt + 1} attempts); last: {failure} at {url}"
                 )
-            log.debug("retrying in %.2fs after %s", delay, failure)
+            if unreachable:
+                # On stderr at once (Python's last-resort handler prints warnings when logging is not configured).
+                budget = f"{attempt + 1}/{self.max_retries}" if not self.reached else f"{attempt + 1}"
+                log.warning("cannot reach %s (%s), retrying (%s) in %.1f s", url, failure, budget, delay)
+            else:
+                log.debug("retrying in %.2fs after %s from %s", delay, failure, url)
             with self._lock:
                 self.retries += 1
             time.sleep(delay)

@@ -232,11 +232,15 @@ def test_unparseable_answer_is_invalid_never_a_score(stub: str) -> None:
     assert "max_tokens=5" in cut.invalid_reason
 
 
-def test_unreachable_server_raises_connection_error_naming_the_url() -> None:
+def test_unreachable_server_raises_connection_error_naming_the_url(caplog: pytest.LogCaptureFixture) -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
-    judge = OpenAICompatibleCritic(base_url=url, model="judge", api_key_env=None, max_retries=1, backoff_s=0)
-    with pytest.raises(ConnectionError, match=url):
-        judge.judge([scripted("x")])
+    judge = OpenAICompatibleCritic(base_url=url, model="judge", api_key_env=None, max_retries=2, backoff_s=0)
+    with caplog.at_level("WARNING", logger="firm.critics.openai"), pytest.raises(ConnectionError, match=url):
+        judge.judge([scripted(f"x{i}") for i in range(6)])  # six requests at once: one warning per retry round
+    assert [r.getMessage().split(" in ")[0] for r in caplog.records] == [
+        f"cannot reach {url}/chat/completions, retrying (1/2)",
+        f"cannot reach {url}/chat/completions, retrying (2/2)",
+    ]
 
 
 def test_a_server_that_answered_once_and_then_went_away_gives_invalid_verdicts() -> None:

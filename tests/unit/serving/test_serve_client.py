@@ -90,7 +90,10 @@ def test_retries_outlast_a_server_that_starts_late() -> None:
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
     sock.close()  # free the port; the server takes it later
-    remote = RemoteCritic(base_url=f"http://127.0.0.1:{port}", backoff_s=0.05, max_backoff_s=0.2, retry_timeout_s=30)
+    # A trainer may start before its critic server listens: max_retries is the setting that waits for it.
+    remote = RemoteCritic(
+        base_url=f"http://127.0.0.1:{port}", backoff_s=0.05, max_backoff_s=0.2, max_retries=150, retry_timeout_s=30
+    )
     result: list = []
     worker = threading.Thread(target=lambda: result.append(remote.judge(edits([255, 0]))))
     worker.start()
@@ -107,14 +110,62 @@ def test_retries_outlast_a_server_that_starts_late() -> None:
     assert [v.score for v in result[0]] == [5, 1]
 
 
-def test_no_server_at_all_raises_connection_error_after_the_retry_timeout() -> None:
+def test_a_dead_url_says_so_at_each_retry_and_gives_up_after_max_retries(caplog: pytest.LogCaptureFixture) -> None:
     sock = bind("127.0.0.1", 0)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     sock.close()
     started = time.monotonic()
-    with pytest.raises(ConnectionError, match="did not answer within retry_timeout_s=0.5"):
-        RemoteCritic(base_url=url, retry_timeout_s=0.5, backoff_s=0.05).judge(edits([1]))
-    assert time.monotonic() - started < 5
+    with (
+        caplog.at_level("WARNING", logger="firm.critics.remote"),
+        pytest.raises(ConnectionError, match=r"cannot reach firm serve at .* after 4 attempts; is it running"),
+    ):
+        RemoteCritic(base_url=url, max_retries=3, backoff_s=0.05, retry_timeout_s=300).judge(edits([1]))
+    assert time.monotonic() - started < 5  # not the 300 s a server that once answered would get
+    retries = [r.getMessage() for r in caplog.records]
+    assert len(retries) == 3 and all(f"cannot reach {url}/v1/judge" in m for m in retries)
+    assert [m.split("retrying (")[1].split(")")[0] for m in retries] == ["1/3", "2/3", "3/3"]
+
+
+def test_the_default_gives_a_dead_url_seconds_not_minutes() -> None:
+    sock = bind("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+    started = time.monotonic()
+    with pytest.raises(ConnectionError, match="after 9 attempts"):
+        RemoteCritic(base_url=url).judge(edits([1]))
+    assert time.monotonic() - started < 30
+
+
+class FailFirst:
+    """Answers the first judge request with ``status`` (without judging it), then lets requests through."""
+
+    def __init__(self, app: ASGIApp, status: int) -> None:
+        self.app, self.status, self.failed = app, status, 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/v1/judge" or self.failed:
+            await self.app(scope, receive, send)
+            return
+        self.failed += 1
+        body = b'{"error": {"message": "boom", "type": "server_error", "code": "internal_error"}}'
+        await send(
+            {"type": "http.response.start", "status": self.status, "headers": [(b"content-type", b"application/json")]}
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+@pytest.mark.parametrize(("status", "retried"), [(500, True), (503, True), (429, True), (400, False), (413, False)])
+def test_a_5xx_or_429_is_retried_and_a_4xx_is_the_requests_own_fault(status: int, retried: bool) -> None:
+    critic = PixelCritic()
+    app = FailFirst(create_app(critic), status)
+    with serving(app) as url:  # type: ignore[arg-type]
+        remote = RemoteCritic(base_url=url, batch_size=1, backoff_s=0.01)
+        [verdict] = remote.judge(edits([255]))
+    assert remote.retries == (1 if retried else 0)
+    if retried:
+        assert verdict.score == 5 and critic.judged == 1
+    else:
+        assert verdict.score is None and f"({status})" in (verdict.invalid_reason or "") and critic.judged == 0
 
 
 def test_several_urls_fail_over_to_the_one_that_answers() -> None:
