@@ -46,7 +46,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     batching = parser.add_argument_group("batching and results")
     batching.add_argument("--max-batch-size", type=int, default=16, help="items per critic call (16)")
     batching.add_argument("--max-wait-ms", type=float, default=50.0, help="longest wait to fill a batch (50 ms)")
-    batching.add_argument("--max-pending", type=int, default=4096, help="items queued before answering 503 (4096)")
+    batching.add_argument("--max-pending", type=int, default=4096, help="items queued before answering 429 (4096)")
+    batching.add_argument(
+        "--max-pending-pixels",
+        type=int,
+        default=256 * 1024 * 1024,
+        help="decoded image pixels queued before answering 429 (256 Mi, about 768 MiB)",
+    )
     batching.add_argument("--cache-size", type=int, default=65_536, help="recent results kept for retries by id")
     batching.add_argument("--journal", type=Path, help="jsonl of judged items, replayed on restart")
     limits = parser.add_argument_group("request limits (over them: 413)")
@@ -55,6 +61,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     limits.add_argument("--max-image-pixels", type=int, default=2048 * 2048, help="pixels per image (2048x2048)")
     limits.add_argument(
         "--max-request-pixels", type=int, default=64 * 1024 * 1024, help="pixels of all images in a request (64 Mi)"
+    )
+    limits.add_argument("--max-text-chars", type=int, default=16_384, help="characters of one text or chat (16384)")
+    limits.add_argument("--max-messages", type=int, default=32, help="messages of one chat request (32)")
+    limits.add_argument("--body-timeout", type=float, default=60.0, help="seconds to receive a body, else 408 (60)")
+    limits.add_argument(
+        "--max-connections", type=int, default=512, help="requests handled at once; beyond it 503 at once (512)"
     )
     return parser
 
@@ -72,16 +84,27 @@ def run(args: argparse.Namespace) -> int:
             max_batch_size=args.max_batch_size,
             max_wait_ms=args.max_wait_ms,
             max_pending=args.max_pending,
+            max_pending_pixels=args.max_pending_pixels,
+            body_timeout_s=args.body_timeout,
             cache_size=args.cache_size,
             journal=args.journal,
             token=token,
             served_model_name=args.served_model_name or args.model,
-            limits=ServeLimits(args.max_body_bytes, args.max_items, args.max_image_pixels, args.max_request_pixels),
+            limits=ServeLimits(
+                args.max_body_bytes,
+                args.max_items,
+                args.max_image_pixels,
+                args.max_request_pixels,
+                args.max_text_chars,
+                args.max_messages,
+            ),
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     if not 0 <= args.port < 65536:
         raise UsageError(f"--port must be 0-65535, got {args.port}")
+    if args.max_connections < 1:
+        raise UsageError(f"--max-connections must be at least 1, got {args.max_connections}")
     reward = None if args.reward is None else strategy_for(args.reward)
     if args.journal is not None:
         try:
@@ -108,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"firm serve: listening on {url}", flush=True)
 
     try:
-        serve_socket(app, sock, args.shutdown_timeout, ready, args.log_level)
+        serve_socket(app, sock, args.shutdown_timeout, ready, args.log_level, args.max_connections)
     except RuntimeError as exc:
         print(f"firm serve: error: {exc}", file=sys.stderr)
         return 1

@@ -13,9 +13,10 @@ Routes (JSON; see :mod:`firm.serving.protocol` for the bodies):
 ====================  ===========================================================================================
 
 Every route but ``/health`` needs ``Authorization: Bearer <token>`` when the server has a token. Refusals are JSON:
-400 malformed JSON, a body that does not match the schema, a non-PNG/JPEG image, an unsupported chat parameter;
-401 missing or wrong token; 404 unknown route, model, or a route the hosted critic cannot serve; 409 an id reused
-for a different item; 413 body, item count or image pixels over the limits; 503 queue full or shutting down (retry).
+400 malformed JSON, a body that does not match the schema, a non-PNG/JPEG or malformed image, an unsupported chat
+parameter; 401 missing or wrong token; 404 unknown route, model, or a route the hosted critic cannot serve; 408 a
+body that did not arrive in time; 409 an id reused for a different item; 413 body, item count, text or image pixels
+over the limits; 429 queue full (items or pixels; retry); 499 the client went away; 503 shutting down (retry).
 """
 
 from __future__ import annotations
@@ -38,20 +39,26 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from firm import __version__
-from firm.critics.base import Critic
+from firm.critics.base import Critic, Verdict
 from firm.rewards.base import RewardStrategy
 from firm.rewards.critic_reward import CriticReward
 from firm.serving import protocol
 from firm.serving.batcher import BatcherClosed, BatcherFull, MicroBatcher
 from firm.serving.metrics import ServerMetrics, prometheus_text
-from firm.serving.protocol import ProtocolError, ServeLimits, error_body
-from firm.serving.service import JudgeService
+from firm.serving.protocol import ParsedItem, ProtocolError, ServeLimits, error_body
+from firm.serving.service import ClientGone, JudgeService
 
 if TYPE_CHECKING:
     from firm.serving.chat import ChatEngine, ChatJob, ChatResult
+
+#: Seconds an idle kept-alive connection stays open.
+KEEP_ALIVE_S = 15
+#: Most bytes of a request's headers; uvicorn refuses a request whose headers grow past it.
+MAX_HEADER_BYTES = 64 * 1024
 
 ROUTES = (
     protocol.ROUTE_HEALTH,
@@ -72,7 +79,10 @@ class ServeConfig:
             batch size, or the critic's batches are never full.
         max_wait_ms: longest an item waits for others to join its batch. Under load batches fill while the model is
             busy, so this only adds latency when traffic is light.
-        max_pending: most items waiting for the model; beyond it requests get 503 and clients back off.
+        max_pending: most items waiting for the model; beyond it requests get 429 and clients back off.
+        max_pending_pixels: most decoded image pixels waiting for the model (what queued requests hold in memory,
+            3 bytes each); beyond it requests get 429. The default, 256 Mi pixels, is about 768 MiB.
+        body_timeout_s: longest a client may take to send its body; a slower one gets 408 and its connection back.
         cache_size: recent results remembered by item id, so a retried item is answered, not judged again.
         journal: JSON-lines file of every judged item with an id, replayed at start-up so retries that reach a
             restarted server are answered from it. None keeps results in memory only.
@@ -84,6 +94,8 @@ class ServeConfig:
     max_batch_size: int = 16
     max_wait_ms: float = 50.0
     max_pending: int = 4096
+    max_pending_pixels: int = 256 * 1024 * 1024
+    body_timeout_s: float = 60.0
     cache_size: int = 65_536
     journal: Path | None = None
     token: str | None = field(default=None, repr=False)
@@ -95,6 +107,11 @@ class ServeConfig:
             raise ValueError(
                 "need --max-batch-size >= 1, --max-wait-ms >= 0, --max-pending >= 1 and --cache-size >= 0; got "
                 f"{self.max_batch_size}, {self.max_wait_ms}, {self.max_pending}, {self.cache_size}"
+            )
+        if self.max_pending_pixels < 1 or self.body_timeout_s <= 0:
+            raise ValueError(
+                f"need --max-pending-pixels >= 1 and --body-timeout > 0; got {self.max_pending_pixels}, "
+                f"{self.body_timeout_s}"
             )
         if self.token is not None and not self.token.strip():
             raise ValueError("the token is empty")
@@ -148,6 +165,7 @@ def create_app(
         max_pending=config.max_pending,
         cache_size=config.cache_size,
         journal=config.journal,
+        max_pending_pixels=config.max_pending_pixels,
     )
     chat = _chat_engine(critic, config)
     limits = config.limits
@@ -179,6 +197,13 @@ def create_app(
 
     guarded = [Depends(authorise)]
 
+    async def judge_for(request: Request, items: list[ParsedItem]) -> list[Verdict]:
+        """Judge a request's items; a client that goes away while they wait gets them withdrawn, unjudged."""
+        try:
+            return await service.judge(items, request.is_disconnected)
+        except ClientGone as exc:
+            raise ProtocolError(499, "client_closed", str(exc)) from None
+
     @app.get(protocol.ROUTE_HEALTH)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -187,7 +212,11 @@ def create_app(
     async def get_metrics(format: str = "json") -> Response:
         snapshot = metrics.snapshot(
             {
-                "queue": {"pending": service.pending, "running": service.running},
+                "queue": {
+                    "pending": service.pending,
+                    "running": service.running,
+                    "dropped_client_gone": service.dropped,
+                },
                 "server": {
                     "version": __version__,
                     "critic": f"{type(critic).__module__}.{type(critic).__qualname__}",
@@ -206,20 +235,20 @@ def create_app(
 
     @app.post(protocol.ROUTE_JUDGE, dependencies=guarded)
     async def judge(request: Request) -> JSONResponse:
-        body = await read_body(request, limits.max_body_bytes)
+        body = await read_body(request, limits.max_body_bytes, config.body_timeout_s)
         items = await asyncio.to_thread(protocol.parse_judge_body, body, limits)
-        verdicts = await service.judge(items)
+        verdicts = await judge_for(request, items)
         return JSONResponse({"verdicts": [v.to_dict() for v in verdicts], "score_range": score_range})
 
     @app.post(protocol.ROUTE_REWARD, dependencies=guarded)
     async def reward_route(request: Request) -> JSONResponse:
         if critic_reward is None:
             raise ProtocolError(404, "no_reward", "this server hosts no reward strategy; start it with --reward NAME")
-        body = await read_body(request, limits.max_body_bytes)
+        body = await read_body(request, limits.max_body_bytes, config.body_timeout_s)
         dims = critic_reward.dimensions
         rows = await asyncio.to_thread(protocol.parse_reward_body, body, limits, dims)
         # Judged through the service (batched with other requests, idempotent ids, journal), combined here.
-        flat = await service.judge([item for row in rows for item in row])
+        flat = await judge_for(request, [item for row in rows for item in row])
         verdicts = [dict(zip(dims, flat[i * len(dims) : (i + 1) * len(dims)], strict=True)) for i in range(len(rows))]
         scored = critic_reward.combine(verdicts)
         return JSONResponse(
@@ -239,7 +268,7 @@ def create_app(
                 "no_chat_model",
                 f"the hosted critic ({type(critic).__name__}) holds no in-process model to chat with",
             )
-        body = await read_body(request, limits.max_body_bytes)
+        body = await read_body(request, limits.max_body_bytes, config.body_timeout_s)
         job = await asyncio.to_thread(chat.parse, body, limits)
         result = await chat_batcher[0].submit(job)
         metrics.chat_completions += 1
@@ -255,12 +284,22 @@ def create_app(
     return app
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 once it exceeds ``limit`` bytes (declared or actually sent).
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The request body, refused with 413 once it exceeds ``limit`` bytes (declared or actually sent), and with 408
+    when it takes longer than ``timeout_s`` to arrive (a client that trickles its body holds a connection).
 
     Raises:
-        ProtocolError: 413 ``body_too_large``; 400 for a malformed Content-Length.
+        ProtocolError: 413 ``body_too_large``; 400 for a malformed Content-Length; 408 ``body_timeout``.
     """
+    if timeout_s is None:
+        return await _read_body(request, limit)
+    try:
+        return await asyncio.wait_for(_read_body(request, limit), timeout_s)
+    except asyncio.TimeoutError:
+        raise ProtocolError(408, "body_timeout", f"the body did not arrive within {timeout_s:g} s") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -270,11 +309,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise ProtocolError(413, "body_too_large", f"the body has {size} bytes; the limit is {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ProtocolError(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ProtocolError(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client hung up mid-body: nothing to answer, and nothing wrong on our side
+        raise ProtocolError(499, "client_closed", "the client went away while sending its body") from None
     return b"".join(chunks)
 
 
@@ -307,7 +349,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return answer(503, "shutting_down", "the server is shutting down; retry", {"Retry-After": "1"})
 
     async def on_full(request: Request, exc: Exception) -> Response:
-        return answer(503, "busy", f"the critic's queue is full ({exc}); retry", {"Retry-After": "1"})
+        return answer(429, "busy", f"the critic's queue is full ({exc}); retry", {"Retry-After": "1"})
 
     async def on_error(request: Request, exc: Exception) -> Response:
         # Starlette re-raises after this answer is sent, so uvicorn logs the traceback on the server side.
@@ -375,6 +417,7 @@ def serve_socket(
     shutdown_timeout_s: float | None = None,
     on_ready: Callable[[str], None] | None = None,
     log_level: str = "warning",
+    max_connections: int = 512,
 ) -> None:
     """Serve ``app`` with uvicorn until SIGINT or SIGTERM; then stop accepting and finish in-flight requests.
 
@@ -384,6 +427,8 @@ def serve_socket(
         shutdown_timeout_s: longest to wait for in-flight requests at shutdown; None waits for all of them.
         on_ready: called with the base URL once the server accepts connections (the real port when it was 0).
         log_level: uvicorn's log level.
+        max_connections: connections and requests handled at once; beyond it uvicorn answers 503 at once, so a
+            flood of clients cannot grow the server's memory without bound.
 
     Raises:
         RuntimeError: when the app fails to start (its error is logged above).
@@ -396,6 +441,10 @@ def serve_socket(
         access_log=False,
         timeout_graceful_shutdown=None if shutdown_timeout_s is None else max(1, math.ceil(shutdown_timeout_s)),
         lifespan="on",
+        limit_concurrency=max_connections,
+        # An idle kept-alive connection is closed after this; a client's headers may hold at most this many bytes.
+        timeout_keep_alive=KEEP_ALIVE_S,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
     )
     server = uvicorn.Server(config)
     host, port = sock.getsockname()[:2]

@@ -4,7 +4,10 @@ A :class:`MicroBatcher` owns a queue. Its loop takes the oldest item, then keeps
 ``max_batch_size`` of them or ``max_wait_s`` has passed since that oldest item arrived or the previous batch ended,
 whichever is later, and runs the function on the batch in an executor. The executor is meant to have one thread: the
 model is not thread-safe, and the event loop stays free to accept, parse and answer requests while the model works.
-Items that arrive while a batch runs wait in the queue and join the next batch.
+Items that arrive while a batch runs wait in the queue and join the next batch. The queue is bounded twice: by
+items and by cost (the service counts decoded image pixels, so a few huge requests cannot fill memory while many
+small ones still fit). An item whose future was cancelled before its batch ran (its client went away) is dropped,
+never judged.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ class BatcherClosed(RuntimeError):
 
 
 class BatcherFull(RuntimeError):
-    """The queue already holds ``max_pending`` items."""
+    """The queue already holds ``max_pending`` items, or ``max_pending_cost`` of cost."""
 
 
 @dataclass
 class _Pending(Generic[T, R]):
     item: T
     future: asyncio.Future[R]
+    cost: int = 0
     arrived: float = field(default_factory=time.monotonic)
 
 
@@ -48,9 +52,12 @@ class MicroBatcher(Generic[T, R]):
         executor: where ``fn`` runs (a single-thread pool for a model that is not thread-safe).
         max_pending: most items waiting in the queue; :meth:`submit` raises :class:`BatcherFull` beyond it.
         on_batch: called on the event loop after each batch with its size and the seconds ``fn`` took.
+        max_pending_cost: most summed cost of the items waiting (None: unbounded); :meth:`submit` raises
+            :class:`BatcherFull` beyond it, except for an item arriving at an empty queue (so no item is refused
+            forever).
 
     Raises:
-        ValueError: for ``max_batch_size < 1``, ``max_wait_s < 0`` or ``max_pending < 1``.
+        ValueError: for ``max_batch_size < 1``, ``max_wait_s < 0``, ``max_pending < 1`` or ``max_pending_cost < 1``.
     """
 
     def __init__(
@@ -61,18 +68,24 @@ class MicroBatcher(Generic[T, R]):
         executor: Executor,
         max_pending: int = 4096,
         on_batch: Callable[[list[T], Sequence[R] | None, float], None] | None = None,
+        max_pending_cost: int | None = None,
     ) -> None:
-        if max_batch_size < 1 or max_wait_s < 0 or max_pending < 1:
+        if max_batch_size < 1 or max_wait_s < 0 or max_pending < 1 or (max_pending_cost or 1) < 1:
             raise ValueError(
-                f"need max_batch_size >= 1, max_wait_s >= 0, max_pending >= 1; "
-                f"got {max_batch_size}, {max_wait_s}, {max_pending}"
+                f"need max_batch_size >= 1, max_wait_s >= 0, max_pending >= 1, max_pending_cost >= 1; "
+                f"got {max_batch_size}, {max_wait_s}, {max_pending}, {max_pending_cost}"
             )
         self.fn = fn
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.executor = executor
         self.max_pending = max_pending
+        self.max_pending_cost = max_pending_cost
         self.on_batch = on_batch
+        #: Summed cost of the items waiting in the queue.
+        self.pending_cost = 0
+        #: Items dropped because their future was cancelled before their batch ran.
+        self.dropped = 0
         self._queue: asyncio.Queue[_Pending[T, R]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -90,19 +103,29 @@ class MicroBatcher(Generic[T, R]):
         assert self._task is None, "the batcher is already started"
         self._task = asyncio.get_running_loop().create_task(self._run(), name="firm-micro-batcher")
 
-    def submit(self, item: T) -> asyncio.Future[R]:
+    def submit(self, item: T, cost: int = 0) -> asyncio.Future[R]:
         """Queue one item; the returned future resolves to its result (or to the exception ``fn`` raised).
+
+        Cancel the future to withdraw the item: if its batch has not started, it is dropped unjudged.
 
         Raises:
             BatcherClosed: after :meth:`close` was called.
-            BatcherFull: when ``max_pending`` items already wait.
+            BatcherFull: when ``max_pending`` items already wait, or their cost plus ``cost`` exceeds
+                ``max_pending_cost``.
         """
         if self._closed:
             raise BatcherClosed("the server is shutting down")
         if self._queue.qsize() >= self.max_pending:
             raise BatcherFull(f"{self._queue.qsize()} items already wait for the critic")
+        if (
+            self.max_pending_cost is not None
+            and self.pending_cost > 0
+            and self.pending_cost + cost > self.max_pending_cost
+        ):
+            raise BatcherFull(f"the items waiting for the critic already hold {self.pending_cost} pixels")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(item, future))
+        self._queue.put_nowait(_Pending(item, future, cost))
+        self.pending_cost += cost
         return future
 
     async def close(self) -> None:
@@ -143,6 +166,12 @@ class MicroBatcher(Generic[T, R]):
             await self._execute(batch)
 
     async def _execute(self, batch: list[_Pending[T, R]]) -> None:
+        self.pending_cost -= sum(p.cost for p in batch)
+        live = [p for p in batch if not p.future.cancelled()]
+        self.dropped += len(batch) - len(live)
+        if not live:
+            return
+        batch = live
         items = [p.item for p in batch]
         loop = asyncio.get_running_loop()
         started = time.monotonic()

@@ -29,7 +29,7 @@ from transformers import LogitsProcessor
 
 from firm.critics.inprocess import InProcessCritic
 from firm.critics.transformers import GenerativeJudge
-from firm.serving.protocol import PixelBudget, ProtocolError, ServeLimits, parse_json, validate
+from firm.serving.protocol import PixelBudget, ProtocolError, ServeLimits, check_text, parse_json, validate
 
 #: Answer budget when a request names none (vLLM would fill the context; a critic answer needs far less).
 DEFAULT_MAX_TOKENS = 256
@@ -86,6 +86,43 @@ class ChatBody(BaseModel):
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     chat_template_kwargs: dict[str, Any] | None = None
+
+
+#: apply_chat_template's own arguments and template sources: a client may set template variables (vLLM's
+#: ``enable_thinking``), never swap the server's template for its own or change how the prompt is built.
+_RESERVED_TEMPLATE_KWARGS = frozenset(
+    {
+        "chat_template", "tokenize", "add_generation_prompt", "continue_final_message", "return_tensors", "return_dict",
+        "return_assistant_tokens_mask", "tokenizer_kwargs", "processor_kwargs", "tools", "documents", "conversation",
+        "images", "videos", "audio", "text", "padding", "truncation", "max_length", "messages",
+    }
+)  # fmt: skip
+_MAX_TEMPLATE_KWARG_CHARS = 256
+
+
+def _check_template_kwargs(kwargs: dict[str, Any]) -> None:
+    """Template variables only: no reserved or template-like key, and short scalar values (no nested data).
+
+    Raises:
+        ProtocolError: 400 ``unsupported_parameter`` naming the key.
+    """
+    for key, value in kwargs.items():
+        if key in _RESERVED_TEMPLATE_KWARGS or "template" in key.lower():
+            raise ProtocolError(
+                400,
+                "unsupported_parameter",
+                f"chat_template_kwargs.{key}: the server's chat template cannot be replaced or reconfigured; only "
+                "template variables (such as enable_thinking) may be set",
+            )
+        if not isinstance(value, (bool, int, float, str)) or (
+            isinstance(value, str) and len(value) > _MAX_TEMPLATE_KWARG_CHARS
+        ):
+            raise ProtocolError(
+                400,
+                "unsupported_parameter",
+                f"chat_template_kwargs.{key}: a template variable is a number, a boolean or a string of at most "
+                f"{_MAX_TEMPLATE_KWARG_CHARS} characters",
+            )
 
 
 @dataclass
@@ -172,6 +209,14 @@ class ChatEngine:
                 f"firm serve decodes one greedy answer (temperature 0, n 1, no streaming, no stop strings; "
                 f"top_logprobs needs logprobs); refused: {', '.join(refused)}",
             )
+        _check_template_kwargs(request.chat_template_kwargs or {})
+        if len(request.messages) > limits.max_messages:
+            raise ProtocolError(
+                413, "too_many_messages", f"{len(request.messages)} messages; the limit is {limits.max_messages}"
+            )
+        texts = [m.content if isinstance(m.content, str) else "".join(
+            p.text for p in m.content if isinstance(p, _TextPart)) for m in request.messages]  # fmt: skip
+        check_text("".join(texts), "messages (all text together)", limits)
         budget = PixelBudget(limits)
         messages: list[dict[str, Any]] = []
         images: list[Image.Image] = []

@@ -23,6 +23,7 @@ import binascii
 import hashlib
 import io
 import json
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,15 +59,22 @@ class ServeLimits:
             decompression bomb is refused without inflating it.
         max_request_pixels: most pixels of all images in one request together, which bounds the memory one request
             holds while it waits for the critic.
+        max_text_chars: most characters of one item's text or requirement, and of all the text of one chat request
+            (FIRM's instructions and prompts are a few hundred); longer is refused with 413 before any tokenizing.
+        max_messages: most messages in one chat request.
     """
 
     max_body_bytes: int = 64 * 1024 * 1024
     max_items: int = 64
     max_image_pixels: int = 2048 * 2048
     max_request_pixels: int = 64 * 1024 * 1024
+    max_text_chars: int = 16_384
+    max_messages: int = 32
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_items", "max_image_pixels", "max_request_pixels"):
+        for name in (
+            "max_body_bytes", "max_items", "max_image_pixels", "max_request_pixels", "max_text_chars", "max_messages"
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
 
@@ -146,6 +154,8 @@ def parse_json(body: bytes) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:  # a body nested thousands of levels deep
+        raise ProtocolError(400, "invalid_json", "the body is nested too deeply to be a firm request") from None
 
 
 def validate(model: type[BaseModel], data: Any) -> Any:
@@ -191,6 +201,9 @@ def decode_image(data: str, where: str, max_pixels: int) -> Image.Image:
         raise ProtocolError(413, "image_too_large", f"{where}: the image header declares a gigantic size") from None
     except (UnidentifiedImageError, OSError):
         raise ProtocolError(400, "invalid_image", f"{where}: not a PNG or JPEG image") from None
+    except (ValueError, SyntaxError, struct.error) as exc:  # PIL's refusals of malformed chunks (a text chunk that
+        # inflates past its limit, a broken header) surface as these while the file is opened
+        raise ProtocolError(400, "invalid_image", f"{where}: a malformed image: {exc}") from None
     width, height = image.size
     if width * height > max_pixels:
         raise ProtocolError(
@@ -198,7 +211,7 @@ def decode_image(data: str, where: str, max_pixels: int) -> Image.Image:
         )
     try:
         return image.convert("RGB")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SyntaxError, struct.error, Image.DecompressionBombError) as exc:
         raise ProtocolError(400, "invalid_image", f"{where}: cannot decode the image: {exc}") from None
 
 
@@ -239,6 +252,14 @@ def _digest(*parts: str | None) -> str:
     return h.hexdigest()
 
 
+def check_text(text: str, where: str, limits: ServeLimits) -> None:
+    """Refuse a text longer than ``limits.max_text_chars`` (413 ``text_too_long``)."""
+    if len(text) > limits.max_text_chars:
+        raise ProtocolError(
+            413, "text_too_long", f"{where}: {len(text)} characters; the limit is {limits.max_text_chars}"
+        )
+
+
 def _request(dimension: str, item: JudgeItem | RewardItem, budget: PixelBudget, where: str) -> JudgeRequest:
     try:
         task = task_of(dimension)
@@ -248,6 +269,8 @@ def _request(dimension: str, item: JudgeItem | RewardItem, budget: PixelBudget, 
         raise ProtocolError(400, "invalid_request", f"{where}.source: {dimension} judges an edit and needs the source")
     if task == "gen" and item.source is not None:
         raise ProtocolError(400, "invalid_request", f"{where}.source: {dimension} judges a generation, which has none")
+    check_text(item.text, f"{where}.text", budget.limits)
+    check_text(item.requirement, f"{where}.requirement", budget.limits)
     image = budget.decode(item.image, f"{where}.image")
     source = None if item.source is None else budget.decode(item.source, f"{where}.source")
     return JudgeRequest(dimension, item.text, image, source, item.requirement)

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -51,7 +51,9 @@ class JudgeService:
         metrics: where batch sizes, verdict validity and cache hits are counted.
         max_batch_size: most items per ``critic.judge`` call.
         max_wait_s: longest an item waits for others to join its batch.
-        max_pending: most items queued for the critic; beyond it requests get 503 and clients back off.
+        max_pending: most items queued for the critic; beyond it requests get 429 and clients back off.
+        max_pending_pixels: most decoded image pixels queued for the critic (what a waiting request holds in
+            memory); beyond it requests get 429. None: bounded by items only.
         cache_size: how many recent results by id are kept for idempotent retries.
         journal: a JSON-lines file of judged items, appended to and replayed at start-up; None for none.
     """
@@ -65,6 +67,7 @@ class JudgeService:
         max_pending: int = 4096,
         cache_size: int = 65_536,
         journal: Path | None = None,
+        max_pending_pixels: int | None = None,
     ) -> None:
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
@@ -73,6 +76,7 @@ class JudgeService:
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_pending = max_pending
+        self.max_pending_pixels = max_pending_pixels
         self.cache_size = cache_size
         self.journal_path = journal
         #: The one thread that runs the model.
@@ -81,6 +85,9 @@ class JudgeService:
         self._journal: RecordStore | None = None
         self._batchers: list[MicroBatcher[Any, Any]] = []
         self._judge: MicroBatcher[_Job, Verdict] | None = None
+        # How many requests wait on each queued judgement: one whose client went away is withdrawn only when no
+        # other request (a retry of the same id) waits on it too.
+        self._waiters: dict[asyncio.Future[Verdict], int] = {}
 
     async def start(self) -> None:
         """Replay the journal, open it for appending and start batching. Call on the serving event loop."""
@@ -99,7 +106,7 @@ class JudgeService:
     ) -> MicroBatcher[T, R]:
         """A started batcher whose batches run on the model thread; closed with the service."""
         batcher: MicroBatcher[T, R] = MicroBatcher(
-            fn, max_batch_size, self.max_wait_s, self.executor, self.max_pending, on_batch
+            fn, max_batch_size, self.max_wait_s, self.executor, self.max_pending, on_batch, self.max_pending_pixels
         )
         batcher.start()
         self._batchers.append(batcher)
@@ -109,6 +116,11 @@ class JudgeService:
     def pending(self) -> int:
         """Items waiting for the model thread."""
         return sum(b.pending for b in self._batchers)
+
+    @property
+    def dropped(self) -> int:
+        """Items withdrawn unjudged because their client went away."""
+        return sum(b.dropped for b in self._batchers)
 
     @property
     def running(self) -> int:
@@ -124,12 +136,20 @@ class JudgeService:
             self._journal.close()
             self._journal = None
 
-    async def judge(self, items: Sequence[ParsedItem]) -> list[Verdict]:
+    async def judge(
+        self, items: Sequence[ParsedItem], disconnected: Callable[[], Awaitable[bool]] | None = None
+    ) -> list[Verdict]:
         """Verdicts for ``items``, in order; repeated ids are answered from the cache (or the journal).
+
+        Args:
+            items: the parsed items of one request.
+            disconnected: tells whether the client has gone away; checked while the items wait, and if it has,
+                its items that no other request waits on are withdrawn before they are judged.
 
         Raises:
             ProtocolError: 409 when an id was already used for a different item.
             BatcherClosed: while shutting down; BatcherFull: when the queue is full.
+            ClientGone: when ``disconnected`` said so before the verdicts were ready.
         """
         assert self._judge is not None, "start() the service first"
         for item in items:
@@ -142,22 +162,52 @@ class JudgeService:
                     "give every item its own id",
                 )
         futures: list[asyncio.Future[Verdict]] = []
-        for item in items:
-            if item.id is None:
-                futures.append(self._judge.submit(_Job(item.request, None, item.digest)))
-                continue
-            key = (item.id, item.request.dimension)
-            entry = self._cache.get(key)
-            if entry is not None:
-                self.metrics.items_cached += 1
-                futures.append(_resolved(entry[1]))
-                continue
-            future = self._judge.submit(_Job(item.request, item.id, item.digest))
-            self._remember(key, item.digest, future)
-            future.add_done_callback(partial(self._settle, key, item.digest))
-            futures.append(future)
-        # shield: a cancelled request must not cancel a judgement that a retry of it may be waiting for.
-        return list(await asyncio.gather(*(asyncio.shield(f) for f in futures)))
+        waited: list[asyncio.Future[Verdict]] = []
+        try:
+            for item in items:
+                key = (item.id, item.request.dimension) if item.id is not None else None
+                entry = self._cache.get(key) if key is not None else None
+                if entry is not None:
+                    self.metrics.items_cached += 1
+                    future = _resolved(entry[1])
+                else:
+                    future = self._judge.submit(_Job(item.request, item.id, item.digest), _pixels(item.request))
+                    if key is not None:
+                        self._remember(key, item.digest, future)
+                        future.add_done_callback(partial(self._settle, key, item.digest))
+                futures.append(future)
+                if not future.done():
+                    self._waiters[future] = self._waiters.get(future, 0) + 1
+                    waited.append(future)
+            # shield: a cancelled request must not cancel a judgement that a retry of it may be waiting for.
+            gathered = asyncio.gather(*(asyncio.shield(f) for f in futures))
+            while disconnected is not None:
+                done, _ = await asyncio.wait({gathered}, timeout=_DISCONNECT_POLL_S)
+                if done:
+                    break
+                if await disconnected():
+                    gathered.cancel()
+                    raise ClientGone(f"the client went away; {self._withdraw(waited)} item(s) withdrawn unjudged")
+            return list(await gathered)
+        finally:
+            self._release(waited)
+
+    def _withdraw(self, waited: list[asyncio.Future[Verdict]]) -> int:
+        """Cancel the queued judgements that only this request waits on; returns how many."""
+        withdrawn = 0
+        for future in waited:
+            if not future.done() and self._waiters.get(future) == 1:
+                future.cancel()  # the batcher drops it unjudged if its batch has not started
+                withdrawn += 1
+        return withdrawn
+
+    def _release(self, waited: list[asyncio.Future[Verdict]]) -> None:
+        for future in waited:
+            count = self._waiters.get(future, 0) - 1
+            if count > 0:
+                self._waiters[future] = count
+            else:
+                self._waiters.pop(future, None)
 
     def _judge_batch(self, jobs: list[_Job]) -> list[Verdict]:
         """Runs on the model thread."""
@@ -208,6 +258,19 @@ class JudgeService:
             self._remember(key, digest, verdict)
             loaded += 1
         log.info("journal %s: %d results replayed, %d unreadable lines skipped", journal.path, loaded, skipped)
+
+
+class ClientGone(Exception):
+    """The client of a request went away before its verdicts were ready."""
+
+
+#: How often a waiting request checks whether its client is still there.
+_DISCONNECT_POLL_S = 0.1
+
+
+def _pixels(request: JudgeRequest) -> int:
+    """The decoded pixels a queued request holds in memory."""
+    return sum(image.width * image.height for image in request.images)
 
 
 def _resolved(value: Verdict | asyncio.Future[Verdict]) -> asyncio.Future[Verdict]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,7 @@ def test_a_critic_that_raises_gives_500_and_the_next_request_is_served() -> None
     assert metrics["batches"]["failed"] == 1
 
 
-def test_a_full_queue_answers_503_with_retry_after() -> None:
+def test_a_full_queue_answers_429_with_retry_after() -> None:
     critic = PixelCritic(delay_s=0.5)
     with serving(create_app(critic, ServeConfig(max_wait_ms=0, max_batch_size=1, max_pending=1))) as url:
         answers: list[httpx.Response] = []
@@ -174,9 +175,48 @@ def test_a_full_queue_answers_503_with_retry_after() -> None:
             t.start()
         for t in threads:
             t.join()
-    busy = [a for a in answers if a.status_code == 503]
+    busy = [a for a in answers if a.status_code == 429]
     assert busy and all(a.json()["error"]["code"] == "busy" and a.headers["retry-after"] == "1" for a in busy)
     assert sum(a.status_code == 200 for a in answers) >= 2
+
+
+def test_queued_work_is_bounded_by_decoded_pixels_not_only_by_items() -> None:
+    critic = PixelCritic(delay_s=0.5)
+    # Each item holds two 16x16 images (512 px); the queue takes 1,200 px: two items wait, a third is refused.
+    config = ServeConfig(max_wait_ms=0, max_batch_size=1, max_pending=4096, max_pending_pixels=1200)
+    with serving(create_app(critic, config)) as url:
+        answers: list[httpx.Response] = []
+
+        def send(i: int) -> None:
+            answers.append(httpx.post(f"{url}/v1/judge", json={"items": [item(i, f"p{i}")]}, timeout=30))
+
+        first = threading.Thread(target=send, args=(0,))
+        first.start()
+        time.sleep(0.2)  # the model works on item 0; the next ones queue
+        rest = [threading.Thread(target=send, args=(i,)) for i in range(1, 5)]
+        for t in rest:
+            t.start()
+            time.sleep(0.02)
+        for t in [first, *rest]:
+            t.join()
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(429) >= 1 and statuses.count(200) >= 3, statuses
+    assert all("pixels" in a.json()["error"]["message"] for a in answers if a.status_code == 429)
+
+
+def test_a_request_whose_client_went_away_is_dropped_before_it_is_judged() -> None:
+    critic = PixelCritic(delay_s=1.0)
+    with serving(create_app(critic, ServeConfig(max_wait_ms=0, max_batch_size=1))) as url:
+        busy = threading.Thread(target=lambda: httpx.post(f"{url}/v1/judge", json={"items": [item(9)]}, timeout=30))
+        busy.start()
+        time.sleep(0.2)  # the model is busy for a second
+        with pytest.raises(httpx.ReadTimeout):  # this client gives up and closes its connection
+            httpx.post(f"{url}/v1/judge", json={"items": [item(200, "gone")]}, timeout=0.4)
+        busy.join()
+        time.sleep(0.3)
+        metrics = httpx.get(f"{url}/metrics").json()
+    assert critic.judged == 1, "the abandoned item was judged"
+    assert metrics["queue"]["dropped_client_gone"] == 1
 
 
 def test_the_journal_answers_retries_that_reach_a_restarted_server(tmp_path: Path) -> None:

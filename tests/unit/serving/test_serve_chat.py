@@ -143,3 +143,36 @@ def test_the_served_name_defaults_to_the_model_path(judge: GenerativeJudge) -> N
     with serving(create_app(judge)) as base:
         models = httpx.get(f"{base}/v1/models").json()
     assert [m["id"] for m in models["data"]] == [str(judge.model.name_or_path)]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"chat_template": "{% for i in range(10**9) %}x{% endfor %}"},
+        {"tokenize": True},
+        {"tools": [{"type": "function"}]},
+        {"my_template_override": "x"},
+        {"enable_thinking": {"nested": "data"}},
+        {"enable_thinking": "x" * 1000},
+    ],
+)
+def test_chat_requests_cannot_replace_or_reconfigure_the_template(url: str, kwargs: dict) -> None:
+    answer = chat(
+        url, model=NAME, messages=[{"role": "user", "content": "hi"}], max_tokens=2, chat_template_kwargs=kwargs
+    )
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "unsupported_parameter"
+    assert f"chat_template_kwargs.{next(iter(kwargs))}" in answer.json()["error"]["message"]
+
+
+def test_template_variables_are_still_accepted(url: str) -> None:
+    messages = [{"role": "user", "content": "hi"}]
+    answer = chat(url, model=NAME, messages=messages, max_tokens=2, chat_template_kwargs={"enable_thinking": False})
+    assert answer.status_code == 200
+
+
+def test_chat_text_and_message_count_are_limited(url: str) -> None:
+    too_long = chat(url, model=NAME, messages=[{"role": "user", "content": "x" * 20_000}], max_tokens=2)
+    assert too_long.status_code == 413 and too_long.json()["error"]["code"] == "text_too_long"
+    many = [{"role": "user", "content": "hi"}] * 33
+    too_many = chat(url, model=NAME, messages=many, max_tokens=2)
+    assert too_many.status_code == 413 and too_many.json()["error"]["code"] == "too_many_messages"

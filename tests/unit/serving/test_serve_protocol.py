@@ -137,3 +137,31 @@ def test_reward_body_judges_each_item_on_every_reward_dimension_sharing_its_imag
     assert exe.id == con.id == "a" and exe.request.image is con.request.image and exe.digest != con.digest
     status, _, message = refusal(parse_reward_body, raw, LIMITS, ("instruction", "quality"))
     assert status == 400 and "instruction judges a generation" in message
+
+
+def test_a_png_text_chunk_that_inflates_past_pils_limit_is_a_400_not_a_500() -> None:
+    from PIL import PngImagePlugin
+
+    chunk = PngImagePlugin.PngInfo()
+    chunk.add_text("comment", "x" * (2 << 20), zip=True)  # 2 MiB of text zipped into a few kB
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="PNG", pnginfo=chunk)
+    status, code, message = refusal(decode_image, base64.b64encode(buf.getvalue()).decode(), "items.0.image", 100)
+    assert (status, code) == (400, "invalid_image") and "items.0.image" in message
+
+
+def test_a_body_nested_thousands_deep_is_a_400_not_a_500() -> None:
+    body = b'{"items": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert refusal(parse_judge_body, body, LIMITS)[:2] == (400, "invalid_json")
+
+
+def test_text_and_requirement_longer_than_the_limit_are_413_before_any_tokenizing() -> None:
+    limits = ServeLimits(max_text_chars=100)
+    image = encode_image(Image.new("RGB", (8, 8)))
+    long_text = {"dimension": "quality", "text": "x" * 101, "image": image}
+    status, code, message = refusal(parse_judge_body, json.dumps({"items": [long_text]}).encode(), limits)
+    assert (status, code) == (413, "text_too_long") and "items.0.text: 101 characters" in message
+    long_requirement = {"text": "ok", "requirement": "y" * 101, "image": image}
+    body = json.dumps({"items": [long_requirement]}).encode()
+    assert refusal(parse_reward_body, body, limits, ("quality",))[:2] == (413, "text_too_long")
+    assert len(parse_judge_body(json.dumps({"items": [{**long_text, "text": "x" * 100}]}).encode(), limits)) == 1
