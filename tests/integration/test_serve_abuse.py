@@ -26,6 +26,7 @@ from firm.serving.process import ServeProcess
 #: A queue that holds about 12 items of two 64x64 images, so that a flood is refused with 429 long before memory.
 PENDING_PIXELS = 100_000
 BODY_TIMEOUT_S = 2.0
+HEADER_TIMEOUT_S = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,8 @@ def server(tiny_critic_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         templates[dim] = str(folder / f"{dim}.txt")
     (folder / "token").write_text(TOKEN)
     extra = ["--port", "0", "--max-batch-size", "4", "--max-pending-pixels", str(PENDING_PIXELS)]
-    extra += ["--body-timeout", str(BODY_TIMEOUT_S), "--max-text-chars", "2000", "--max-image-pixels", str(64 * 64)]
+    extra += ["--body-timeout", str(BODY_TIMEOUT_S), "--header-timeout", str(HEADER_TIMEOUT_S)]
+    extra += ["--max-text-chars", "2000", "--max-image-pixels", str(64 * 64)]
     with ServeProcess(
         serve_args(tiny_critic_dir, templates, folder / "token", *extra), env={"OMP_NUM_THREADS": "1"}
     ) as proc:
@@ -163,4 +165,30 @@ def test_a_client_that_trickles_its_body_gets_408_and_frees_its_connection(serve
                 break
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert time.monotonic() - started < BODY_TIMEOUT_S + 5
+    healthy(server)
+
+
+@pytest.mark.parametrize("start", [b"", b"POST /v1/judge HTTP/1.1\r\nHost: x\r\n"], ids=["silent", "trickled-headers"])
+def test_a_client_that_never_finishes_its_headers_is_cut_off(server: ServeProcess, start: bytes) -> None:
+    assert server.url is not None
+    host, port = server.url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    closed = False
+    with socket.create_connection((host, int(port)), timeout=30) as slow:
+        slow.sendall(start)
+        slow.settimeout(0.25)
+        while time.monotonic() - started < HEADER_TIMEOUT_S + 8:
+            try:
+                if start:
+                    slow.sendall(b"X")  # one header byte at a time, never a blank line
+                if slow.recv(4096) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                continue
+            except OSError:  # reset by the server
+                closed = True
+                break
+    assert closed, "the server kept a connection whose headers never ended"
+    assert HEADER_TIMEOUT_S - 0.5 < time.monotonic() - started < HEADER_TIMEOUT_S + 8
     healthy(server)

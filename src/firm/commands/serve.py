@@ -66,6 +66,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     limits.add_argument("--max-messages", type=int, default=32, help="messages of one chat request (32)")
     limits.add_argument("--body-timeout", type=float, default=60.0, help="seconds to receive a body, else 408 (60)")
     limits.add_argument(
+        "--header-timeout", type=float, default=10.0, help="seconds to receive a request's headers, else close (10)"
+    )
+    limits.add_argument(
         "--max-connections", type=int, default=512, help="requests handled at once; beyond it 503 at once (512)"
     )
     return parser
@@ -103,8 +106,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     if not 0 <= args.port < 65536:
         raise UsageError(f"--port must be 0-65535, got {args.port}")
-    if args.max_connections < 1:
-        raise UsageError(f"--max-connections must be at least 1, got {args.max_connections}")
+    if args.max_connections < 1 or args.header_timeout <= 0:
+        raise UsageError(
+            f"need --max-connections >= 1 and --header-timeout > 0; got {args.max_connections}, {args.header_timeout}"
+        )
     reward = None if args.reward is None else strategy_for(args.reward)
     if args.journal is not None:
         try:
@@ -131,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"firm serve: listening on {url}", flush=True)
 
     try:
-        serve_socket(app, sock, args.shutdown_timeout, ready, args.log_level, args.max_connections)
+        serve_socket(app, sock, args.shutdown_timeout, ready, args.log_level, args.max_connections, args.header_timeout)
     except RuntimeError as exc:
         print(f"firm serve: error: {exc}", file=sys.stderr)
         return 1

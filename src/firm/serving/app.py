@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 KEEP_ALIVE_S = 15
 #: Most bytes of a request's headers; uvicorn refuses a request whose headers grow past it.
 MAX_HEADER_BYTES = 64 * 1024
+#: Seconds a client may take to send a request's headers once it has connected or started them (the default).
+HEADER_TIMEOUT_S = 10.0
 
 ROUTES = (
     protocol.ROUTE_HEALTH,
@@ -418,6 +420,7 @@ def serve_socket(
     on_ready: Callable[[str], None] | None = None,
     log_level: str = "warning",
     max_connections: int = 512,
+    header_timeout_s: float = HEADER_TIMEOUT_S,
 ) -> None:
     """Serve ``app`` with uvicorn until SIGINT or SIGTERM; then stop accepting and finish in-flight requests.
 
@@ -429,6 +432,7 @@ def serve_socket(
         log_level: uvicorn's log level.
         max_connections: connections and requests handled at once; beyond it uvicorn answers 503 at once, so a
             flood of clients cannot grow the server's memory without bound.
+        header_timeout_s: longest a client may take to send a request's headers; the connection is closed after.
 
     Raises:
         RuntimeError: when the app fails to start (its error is logged above).
@@ -442,6 +446,7 @@ def serve_socket(
         timeout_graceful_shutdown=None if shutdown_timeout_s is None else max(1, math.ceil(shutdown_timeout_s)),
         lifespan="on",
         limit_concurrency=max_connections,
+        http=_header_deadline_protocol(header_timeout_s),
         # An idle kept-alive connection is closed after this; a client's headers may hold at most this many bytes.
         timeout_keep_alive=KEEP_ALIVE_S,
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
@@ -460,6 +465,49 @@ def serve_socket(
             signal.signal(signal.SIGTERM, previous)
     if not started:
         raise RuntimeError("the server failed to start; see the error above")
+
+
+def _header_deadline_protocol(timeout_s: float) -> type:
+    """uvicorn's HTTP/1.1 protocol (h11) with a deadline on headers, which uvicorn does not have: a connection that
+    has not finished a request's headers ``timeout_s`` after it opened, or after it started them, is closed.
+    Without it a client that trickles its headers holds one of ``--max-connections`` slots for as long as it likes.
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is h11.IDLE:
+                self._arm()  # the headers of a request have begun (or not yet): they must end in time
+            else:
+                self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._deadline is None:
+                self._deadline = self.loop.call_later(timeout_s, self._expire)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expire(self) -> None:
+            self._deadline = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderDeadline
 
 
 async def _serve(server: Any, sock: socket.socket, url: str, on_ready: Callable[[str], None] | None) -> bool:
