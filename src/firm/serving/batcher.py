@@ -86,12 +86,17 @@ class MicroBatcher(Generic[T, R]):
         self.pending_cost = 0
         #: Items dropped because their future was cancelled before their batch ran.
         self.dropped = 0
+        self._started: set[asyncio.Future[R]] = set()
         self._queue: asyncio.Queue[_Pending[T, R]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._free_since = 0.0
         #: Items handed to ``fn`` and not yet returned.
         self.running = 0
+
+    def started(self, future: asyncio.Future[R]) -> bool:
+        """Whether ``future``'s item has been handed to ``fn`` (cancelling it then no longer saves the work)."""
+        return future in self._started
 
     @property
     def pending(self) -> int:
@@ -176,6 +181,7 @@ class MicroBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         self.running = len(items)
+        self._started = {p.future for p in batch}
         try:
             results = await loop.run_in_executor(self.executor, self.fn, items)
             if len(results) != len(items):
@@ -189,6 +195,7 @@ class MicroBatcher(Generic[T, R]):
             return
         finally:
             self.running = 0
+            self._started = set()
             self._free_since = time.monotonic()
         if self.on_batch is not None:
             self.on_batch(items, results, time.monotonic() - started)

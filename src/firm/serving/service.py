@@ -189,15 +189,21 @@ class JudgeService:
                     gathered.cancel()
                     raise ClientGone(f"the client went away; {self._withdraw(waited)} item(s) withdrawn unjudged")
             return list(await gathered)
+        except BaseException:
+            # Refused part-way (a full queue), cancelled or abandoned: nothing only this request wanted stays queued.
+            self._withdraw(waited)
+            raise
         finally:
             self._release(waited)
 
     def _withdraw(self, waited: list[asyncio.Future[Verdict]]) -> int:
-        """Cancel the queued judgements that only this request waits on; returns how many."""
+        """Cancel the queued judgements that only this request waits on and whose batch has not started (the
+        batcher then drops them unjudged); returns how many."""
+        assert self._judge is not None
         withdrawn = 0
         for future in waited:
-            if not future.done() and self._waiters.get(future) == 1:
-                future.cancel()  # the batcher drops it unjudged if its batch has not started
+            if not future.done() and self._waiters.get(future) == 1 and not self._judge.started(future):
+                future.cancel()
                 withdrawn += 1
         return withdrawn
 

@@ -204,6 +204,19 @@ def test_queued_work_is_bounded_by_decoded_pixels_not_only_by_items() -> None:
     assert all("pixels" in a.json()["error"]["message"] for a in answers if a.status_code == 429)
 
 
+def test_a_request_refused_part_way_leaves_none_of_its_items_queued() -> None:
+    critic = PixelCritic(delay_s=0.5)
+    with serving(create_app(critic, ServeConfig(max_wait_ms=0, max_batch_size=1, max_pending=2))) as url:
+        busy = threading.Thread(target=lambda: httpx.post(f"{url}/v1/judge", json={"items": [item(9)]}, timeout=30))
+        busy.start()
+        time.sleep(0.2)  # the model works on that item; the queue is empty
+        refused = httpx.post(f"{url}/v1/judge", json={"items": [item(1), item(2), item(3)]}, timeout=30)
+        busy.join()
+        time.sleep(0.8)  # long enough for anything left queued to be judged
+    assert refused.status_code == 429
+    assert critic.judged == 1, "items of the refused request were judged anyway"
+
+
 def test_a_request_whose_client_went_away_is_dropped_before_it_is_judged() -> None:
     critic = PixelCritic(delay_s=1.0)
     with serving(create_app(critic, ServeConfig(max_wait_ms=0, max_batch_size=1))) as url:
