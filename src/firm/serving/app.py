@@ -50,7 +50,7 @@ from firm.serving import protocol
 from firm.serving.batcher import BatcherClosed, BatcherFull, MicroBatcher
 from firm.serving.metrics import ServerMetrics, prometheus_text
 from firm.serving.protocol import ParsedItem, ProtocolError, ServeLimits, error_body
-from firm.serving.service import ClientGone, JudgeService
+from firm.serving.service import ClientGone, JudgeService, wait_unless_gone
 
 if TYPE_CHECKING:
     from firm.serving.chat import ChatEngine, ChatJob, ChatResult
@@ -272,7 +272,11 @@ def create_app(
             )
         body = await read_body(request, limits.max_body_bytes, config.body_timeout_s)
         job = await asyncio.to_thread(chat.parse, body, limits)
-        result = await chat_batcher[0].submit(job)
+        future = chat_batcher[0].submit(job, sum(image.width * image.height for image in job.images))
+        try:
+            result = await wait_unless_gone(future, request.is_disconnected)
+        except ClientGone as exc:
+            raise ProtocolError(499, "client_closed", str(exc)) from None
         metrics.chat_completions += 1
         return JSONResponse(chat.response(result))
 

@@ -181,14 +181,8 @@ class JudgeService:
                     waited.append(future)
             # shield: a cancelled request must not cancel a judgement that a retry of it may be waiting for.
             gathered = asyncio.gather(*(asyncio.shield(f) for f in futures))
-            while disconnected is not None:
-                done, _ = await asyncio.wait({gathered}, timeout=_DISCONNECT_POLL_S)
-                if done:
-                    break
-                if await disconnected():
-                    gathered.cancel()
-                    raise ClientGone(f"the client went away; {self._withdraw(waited)} item(s) withdrawn unjudged")
-            return list(await gathered)
+            verdicts: list[Verdict] = await wait_unless_gone(gathered, disconnected)
+            return verdicts
         except BaseException:
             # Refused part-way (a full queue), cancelled or abandoned: nothing only this request wanted stays queued.
             self._withdraw(waited)
@@ -272,6 +266,19 @@ class ClientGone(Exception):
 
 #: How often a waiting request checks whether its client is still there.
 _DISCONNECT_POLL_S = 0.1
+
+
+async def wait_unless_gone(future: asyncio.Future[T], disconnected: Callable[[], Awaitable[bool]] | None) -> T:
+    """``await future``, checking every 0.1 s whether the client is still there; if it is not, cancel ``future``
+    (a queued item whose future is cancelled is dropped unjudged by its batcher) and raise :class:`ClientGone`."""
+    while disconnected is not None:
+        done, _ = await asyncio.wait({future}, timeout=_DISCONNECT_POLL_S)
+        if done:
+            break
+        if await disconnected():
+            future.cancel()
+            raise ClientGone("the client went away before its answer was ready")
+    return await future
 
 
 def _pixels(request: JudgeRequest) -> int:
