@@ -21,7 +21,7 @@ from typing import Any
 from firm.bench.fields import MissingField, lookup
 from firm.bench.sample import Bench
 from firm.critics.base import ScoreRange, Verdict
-from firm.data.records import RecordError, RecordStore
+from firm.data.records import RecordError, RecordStore, read_jsonl
 from firm.errors import InputError, check_file
 
 __all__ = ["ReadPredictions", "VerdictCache", "read_predictions", "verdict_from_score", "write_predictions"]
@@ -64,7 +64,7 @@ def read_predictions(path: Path, bench: Bench) -> ReadPredictions:
     known = {s.key for s in bench.samples}
     dims = bench.dimensions
     out = ReadPredictions()
-    for where, record in RecordStore(path).read():
+    for where, record in read_jsonl(path):
         if isinstance(record, RecordError):
             raise ValueError(str(record))
         if "id" not in record:

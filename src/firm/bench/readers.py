@@ -28,7 +28,7 @@ from typing import Any, Literal
 from firm.bench.fields import MissingField, lookup, to_score
 from firm.bench.sample import Bench, BenchSample, Skipped
 from firm.critics.base import FIRM_RANGE, ScoreRange
-from firm.data.records import RecordError, RecordStore
+from firm.data.records import RecordError, read_jsonl
 from firm.errors import check_file
 
 __all__ = [
@@ -167,7 +167,7 @@ def _warn_unused(options: ReadOptions, fmt: str, applicable: Sequence[str]) -> N
 def _jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any] | str]]:
     """(where, record) per non-blank line; a line that is not a JSON object comes as its error message."""
     check_file(path, "bench file", ValueError)
-    for where, record in RecordStore(path).read():
+    for where, record in read_jsonl(path):
         line = where.rsplit(":", 1)[1]
         yield f"{path.name}:{line}", record.reason.removeprefix("is ") if isinstance(record, RecordError) else record
 

@@ -194,6 +194,8 @@ class OpenAICompatibleCritic(Critic):
             for image in request.images:
                 image.load()
         client, pool = self._http.open()
+        with self._warn_lock:
+            self._warned.clear()  # each call says again that nothing answers, once per retry round
         outcomes = list(pool.map(partial(self._judge_one, client), requests, prompts))
         if not self._reached and all(o.connect_error for o in outcomes):
             raise ConnectionError(

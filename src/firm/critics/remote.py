@@ -135,7 +135,8 @@ class RemoteCritic(Critic):
         """Judge every request on the server; verdicts in input order.
 
         Raises:
-            ConnectionError: when a request found no server that answered within ``retry_timeout_s``.
+            ConnectionError: when no server answered a request within ``max_retries`` retries (none has answered this
+                critic yet) or within ``retry_timeout_s`` (one has).
             PermissionError: when the server refuses the token.
             RuntimeError: when the server answers something that is not firm's protocol (a wrong URL).
         """

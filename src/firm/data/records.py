@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Literal, overload
 
 from firm.data.shards import fsync_directory
 
-__all__ = ["RecordError", "RecordStore"]
+__all__ = ["RecordError", "RecordStore", "read_jsonl"]
 
 logger = logging.getLogger(__name__)
 
@@ -158,17 +158,7 @@ class RecordStore:
             The error is a :class:`RecordError` for a line that is not UTF-8, not JSON, not a JSON object, or torn
             (the last line, without its newline; ``torn=True``). An absent file yields nothing.
         """
-        if not self.path.exists():
-            return
-        # Binary, so a bad byte is one bad line rather than a crash, and only b"\n" ends a line (not \r or U+2028).
-        with open(self.path, "rb") as f:
-            for number, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    if blank:
-                        yield f"{self.path}:{number}", None
-                    continue
-                where = f"{self.path}:{number}"
-                yield where, _parse_line(raw, where, number)
+        return _lines(self.path, blank, last_line_whole=False)
 
     def append(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Append records, one JSON line each, in a single write.
@@ -222,6 +212,44 @@ class RecordStore:
             self._repaired = False
             self._drop_handle()
             raise
+
+
+@overload
+def read_jsonl(
+    path: str | os.PathLike[str], blank: Literal[False] = False
+) -> Iterator[tuple[str, dict[str, Any] | RecordError]]: ...
+
+
+@overload
+def read_jsonl(
+    path: str | os.PathLike[str], blank: Literal[True]
+) -> Iterator[tuple[str, dict[str, Any] | RecordError | None]]: ...
+
+
+def read_jsonl(
+    path: str | os.PathLike[str], blank: bool = False
+) -> Iterator[tuple[str, dict[str, Any] | RecordError | None]]:
+    """The lines of a jsonl that a person or another tool wrote (a batch input, a bench, predictions), as
+    :meth:`RecordStore.read` yields them, except that a last line without its newline is a whole record: editors
+    and scripts often leave it off, and nobody was killed mid-write.
+    """
+    return _lines(Path(path), blank, last_line_whole=True)
+
+
+def _lines(path: Path, blank: bool, last_line_whole: bool) -> Iterator[tuple[str, dict[str, Any] | RecordError | None]]:
+    if not path.exists():
+        return
+    # Binary, so a bad byte is one bad line rather than a crash, and only b"\n" ends a line (not \r or U+2028).
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                if blank:
+                    yield f"{path}:{number}", None
+                continue
+            where = f"{path}:{number}"
+            if last_line_whole and not raw.endswith(b"\n"):
+                raw += b"\n"
+            yield where, _parse_line(raw, where, number)
 
 
 def _end_of_last_line(f: BinaryIO, size: int) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from firm.critics.base import Critic
-from firm.data.records import RecordError, RecordStore
+from firm.data.records import RecordError, RecordStore, read_jsonl
 from firm.data.samples import JudgeSample, SampleInputError, parse_sample
 from firm.errors import InputError, check_file
 from firm.rewards.base import RewardStrategy
@@ -103,7 +103,7 @@ def _read_input(path: Path) -> list[dict[str, Any]]:
     """
     check_file(path, "--input", BatchInputError)
     rows: list[dict[str, Any]] = []
-    for where, row in RecordStore(path).read(blank=True):
+    for where, row in read_jsonl(path, blank=True):
         line = int(where.rsplit(":", 1)[1])
         if row is None:
             rows.append({"_line": line, "_error": "blank line: nothing to judge"})

@@ -77,3 +77,10 @@ def test_written_predictions_hold_every_sample_and_read_back(tmp_path: Path) -> 
     assert rows[1]["invalid_reason"] == "missing prediction"
     again = read_predictions(path, EDIT)
     assert again[("a", "execution")].score == 3 and not again[("b", "execution")].valid
+
+
+def test_a_predictions_file_without_a_final_newline_is_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "hosted.jsonl"
+    path.write_text('{"id": "g1", "score": 4}\n{"id": "g2", "score": 2}')  # as many tools write it
+    got = read_predictions(path, GEN)
+    assert got[("g2", "instruction")].score == 2

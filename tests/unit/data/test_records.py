@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from firm.data.records import REPAIR_BLOCK_BYTES, RecordError, RecordStore
+from firm.data.records import REPAIR_BLOCK_BYTES, RecordError, RecordStore, read_jsonl
 
 
 def _records(store: RecordStore) -> list[dict[str, Any]]:
@@ -213,3 +213,14 @@ def test_fsync_true_syncs_each_append_and_false_does_not(tmp_path: Path, monkeyp
     assert len(synced) == 2
     assert _records(durable) == [{"n": 1}, {"n": 2}, {"n": 3}]
     assert json.loads((tmp_path / "durable.jsonl").read_text().splitlines()[-1]) == {"n": 3}
+
+
+def test_read_jsonl_takes_a_last_line_without_newline_as_a_whole_record(tmp_path: Path) -> None:
+    # Files that people and other tools write often end without a newline; nobody was killed mid-write there.
+    path = tmp_path / "input.jsonl"
+    path.write_text('{"a": 1}\n\n{"b": 2}')
+    assert list(read_jsonl(path)) == [(f"{path}:1", {"a": 1}), (f"{path}:3", {"b": 2})]
+    assert list(read_jsonl(path, blank=True))[1] == (f"{path}:2", None)
+    # The store's own files keep the stricter reading: there it is a torn record.
+    last = list(RecordStore(path).read())[-1][1]
+    assert isinstance(last, RecordError) and last.torn

@@ -159,6 +159,14 @@ def test_blank_malformed_and_unreadable_lines_each_get_their_error_line_and_the_
     assert (counts.scored, counts.errors) == (2, 6)
 
 
+def test_an_input_whose_last_line_has_no_newline_is_read_whole(tmp_path: Path) -> None:
+    batch = _batch(tmp_path, n=2)
+    batch.write_text(batch.read_text().rstrip("\n"))  # as an editor may save it
+    score_jsonl(CountingCritic, batch, tmp_path / "out.jsonl", progress=False)
+    records = _records(tmp_path / "out.jsonl")
+    assert [r.get("id") for r in records] == ["e0", "e1", "bad"] and "verdicts" in records[1]
+
+
 def test_default_rewards_apply_only_when_their_dimensions_are_judged(tmp_path: Path) -> None:
     assert choose_reward(None, "edit", ["execution"]) is None
     assert choose_reward("none", "edit", ["execution", "consistency"]) is None
