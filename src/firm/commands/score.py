@@ -56,12 +56,12 @@ def run(args: argparse.Namespace) -> int:
     from firm.rewards.critic_reward import CriticReward
     from firm.rewards.scoring import choose_reward, counts_line, judge_samples, score_jsonl
 
-    spec = critic_spec(args)
     if args.input is not None:
         if args.image or args.source or args.instruction or args.prompt:
             raise UsageError("--input (batch mode) cannot be combined with --image/--source/--instruction/--prompt")
         if args.output is None:
             raise UsageError("--input needs --output, the jsonl to write")
+        spec = critic_spec(args)
         counts = score_jsonl(
             lambda: build(spec),
             args.input,
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         return 1 if counts.errors else 0
     sample = parse_sample(vars(args), base=Path.cwd())
     chosen = choose_reward(args.reward, sample.task, sample.dimensions)  # checked before a model loads
-    critic = build(spec)
+    critic = build(critic_spec(args))
     try:
         reward = None if chosen is None else CriticReward(critic, chosen[1], chosen[0])
         result = judge_samples(critic, [sample], [reward])[0]
