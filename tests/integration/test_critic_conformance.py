@@ -25,6 +25,7 @@ from firm.critics.parsing import REASON_CATEGORIES
 IN_PROCESS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "generative": lambda folder: {"model": str(folder), "max_new_tokens": 8, "device": "cpu"},
     "score_token": lambda folder: {"model": str(folder), "device": "cpu"},
+    "shapes": lambda folder: {},  # reads pixels and text itself; these plain squares are not ShapesWorld scenes
 }
 # name -> settings of a tiny instance of a critic that talks to a server hosting the critic folder. The server's chat
 # route names its model by the --model path, as no --served-model-name is given.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from firm.critics.answer import format_answer
-from firm.worlds.shapes.degrade import ASPECT_KINDS
+from firm.worlds.shapes.degrade import ASPECT_KINDS, Degradation
 from firm.worlds.shapes.gen import GenCase
 from firm.worlds.shapes.refer import number_word, plural
 from firm.worlds.shapes.scene import Scene
@@ -142,15 +142,20 @@ def instruction_answer(case: GenCase) -> str:
 
 
 def quality_reasoning(case: GenCase) -> str:
+    return flaw_reasoning(case.degradation)
+
+
+def flaw_reasoning(degradation: Degradation) -> str:
+    """What is wrong with an image per quality aspect, its sub-scores and the overall quality."""
     parts = []
-    for (aspect, kinds), score in zip(ASPECT_KINDS.items(), case.sub_scores, strict=True):
+    for (aspect, kinds), score in zip(ASPECT_KINDS.items(), degradation.sub_scores, strict=True):
         flaws = [
-            f"{SEVERITY_WORDS[getattr(case.degradation, kind)]} {DEGRADATION_NOUNS[kind]}"
+            f"{SEVERITY_WORDS[getattr(degradation, kind)]} {DEGRADATION_NOUNS[kind]}"
             for kind in kinds
-            if getattr(case.degradation, kind)
+            if getattr(degradation, kind)
         ]
         parts.append(f"{aspect.capitalize()} {score}: {'; '.join(flaws) if flaws else CLEAN[aspect]}.")
-    parts.append(f"Overall quality is the lowest of the three: {case.quality}.")
+    parts.append(f"Overall quality is the lowest of the three: {min(degradation.sub_scores)}.")
     return " ".join(parts)
 
 

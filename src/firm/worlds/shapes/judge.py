@@ -1,0 +1,89 @@
+"""The ShapesWorld judge: exact verdicts for any image, by reading its scene back from the pixels.
+
+For a request it reads the scene(s) (``read``), reads the text with ShapesWorld's grammar (``grammar``), and applies
+ShapesWorld's own rubric to what it found, answering in the oracle's words and format:
+
+- execution, consistency: the edit is rebuilt from the two readings (``compare``) and scored like a generated case;
+- instruction: the prompt's checklist answered on the read scene;
+- quality: not yet; such requests get an invalid verdict saying so.
+
+It never guesses: an image it cannot read, a shape no ShapesWorld outline explains, or text outside ShapesWorld's
+grammar gives an invalid verdict saying why. Registered as the ``shapes`` critic::
+
+    firm score --critic shapes --input edits.jsonl --out verdicts.jsonl
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from firm.critics.answer import format_answer
+from firm.critics.base import Critic, JudgeRequest, Verdict
+from firm.critics.parsing import NO_SCORE
+from firm.worlds.shapes.compare import judge_edit
+from firm.worlds.shapes.degrade import Degradation
+from firm.worlds.shapes.gen import GenCase
+from firm.worlds.shapes.grammar import GrammarError, instruction_ops, parse_prompt
+from firm.worlds.shapes.oracle import consistency_reasoning, execution_reasoning
+from firm.worlds.shapes.plan import instruction_reasoning
+from firm.worlds.shapes.read import SceneReading, Unreadable, read_scene
+from firm.worlds.shapes.spec import score_scene
+
+
+class ShapesWorldJudge(Critic):
+    """Judges ShapesWorld edits and generations exactly, from the pixels and the text alone.
+
+    Args:
+        strict: refuse (invalid verdict) when any shape of a reading is poorly explained. With False, execution,
+            consistency and instruction are judged on the shapes as read, poor fits included.
+    """
+
+    def __init__(self, strict: bool = True) -> None:
+        self.strict = strict
+
+    def judge(self, requests: Sequence[JudgeRequest]) -> list[Verdict]:
+        return [self._judge_one(request) for request in requests]
+
+    def _judge_one(self, request: JudgeRequest) -> Verdict:
+        try:
+            if request.dimension in ("execution", "consistency"):
+                return self._edit(request)
+            if request.dimension == "instruction":
+                return self._instruction(request)
+            return self._quality(request)
+        except (Unreadable, GrammarError) as err:
+            # counted under the shared category of answers without a score; the rest says why
+            return Verdict.invalid(request.dimension, f"{NO_SCORE}: {err}")
+
+    def _read(self, image_name: str, request: JudgeRequest, **kwargs: object) -> SceneReading:
+        image = request.source if image_name == "source" else request.image
+        assert image is not None
+        reading = read_scene(image, **kwargs)  # type: ignore[arg-type]
+        problems = reading.reasons()
+        if problems and self.strict:
+            raise Unreadable(f"cannot read the {image_name} image: {'; '.join(problems)}")
+        return reading
+
+    def _edit(self, request: JudgeRequest) -> Verdict:
+        source = self._read("source", request)
+        edited = self._read("edited", request, priors=source.scene.shapes)
+        ops = instruction_ops(request.text, source.scene)
+        case = judge_edit(source.scene, edited.scene, ops, request.text).case
+        if request.dimension == "execution":
+            reasoning, score = execution_reasoning(case), case.execution
+        else:
+            reasoning, score = consistency_reasoning(case), case.consistency
+        return Verdict(request.dimension, score, reasoning, format_answer(request.dimension, score, reasoning))
+
+    def _instruction(self, request: JudgeRequest) -> Verdict:
+        spec = parse_prompt(request.text)
+        scene = self._read("generated", request).scene
+        score, answers = score_scene(spec, scene)
+        case = GenCase(spec, request.text, scene, Degradation(), tuple(answers), (), score)
+        lines, summary = instruction_reasoning(case)
+        raw = format_answer("instruction", score, summary, analysis=lines)
+        return Verdict("instruction", score, summary, raw)
+
+    def _quality(self, request: JudgeRequest) -> Verdict:
+        # Reading flaw severities back exactly is not done yet; no number is better than a wrong one.
+        return Verdict.invalid("quality", f"{NO_SCORE}: the ShapesWorld judge does not read image quality yet")

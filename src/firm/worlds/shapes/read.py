@@ -1,0 +1,606 @@
+"""Read a ShapesWorld scene back from its pixels: the background first, then each shape by analysis-by-synthesis.
+
+1. **Background**: the commonest colour is explained as a palette background with a grey tint and a global tone
+   shift (the only ways ShapesWorld changes it); each texture is rendered and the best match wins.
+2. **Shapes**: pixels that differ from that rendered background form connected components (ShapesWorld keeps shapes
+   apart, so one component is one shape). A component's fill is fitted as a palette colour (or its near shade, or a
+   faint tint toward another palette colour) composited over the background with some opacity, which turns every
+   pixel into a coverage value. Kind, size, rotation and stretch are then fitted by rendering candidate outlines with
+   the renderer's own geometry and keeping the closest.
+
+Nothing is guessed: an image that is not square, too small, or whose background is not a ShapesWorld background is
+refused with :class:`Unreadable`, and each shape carries the residual of its fit so callers can refuse a poor one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from firm.worlds.shapes.render import MAX_SIZE, MIN_SIZE, _paint, outline_points, render, supersample
+from firm.worlds.shapes.scene import BACKGROUNDS, COLOURS, KINDS, RGB, TEXTURES, Background, Scene, Shape, blend
+from firm.worlds.shapes.scene import near_shade as _near_shade
+
+#: Kinds ShapesWorld draws upright (rotation is decoration on the others, within +-12 degrees).
+UPRIGHT = ("circle", "square")
+#: Rotations tried for the other kinds, degrees.
+ANGLES = tuple(float(a) for a in range(-15, 16, 3))
+#: A shape whose best outline misses this share of its coverage is reported as poorly read.
+POOR_FIT = 0.25
+#: A stretch within this share of 1 is read as none (small shapes' moments are a few pixels' worth).
+ROUND = 0.12
+#: Largest grey tint and tone shift (in levels) the background model explains.
+MAX_TINT, MAX_SHIFT = 20, 20
+#: Mean difference (levels) under which a fill is read as an opaque palette colour, shade or tint.
+OPAQUE_FIT = 4.0
+
+
+class Unreadable(ValueError):
+    """The image cannot be read as a ShapesWorld scene; the message says why."""
+
+
+@dataclass(frozen=True)
+class ShapeReading:
+    """One shape as read.
+
+    Attributes:
+        shape: the shape (its id numbers the shapes top to bottom, left to right).
+        residual: share of the shape's coverage the best outline does not explain (0 is a perfect fit).
+        colour_residual: mean per-channel difference (levels) between the fill and the fitted colour model.
+        pixels: pixels in the shape's component.
+    """
+
+    shape: Shape
+    residual: float
+    colour_residual: float
+    pixels: int
+
+    @property
+    def poor(self) -> bool:
+        return self.residual > POOR_FIT
+
+
+@dataclass(frozen=True)
+class SceneReading:
+    """A scene read from an image.
+
+    Attributes:
+        scene: the scene graph (shape ids from 0).
+        shapes: one reading per shape, in ``scene.shapes`` order.
+        size: the image side the scene was read at.
+        background_error: mean per-channel difference (levels) between the image and the rendered background,
+            outside the shapes.
+        noise: a robust estimate of the pixel noise (levels) left after the background is explained.
+    """
+
+    scene: Scene
+    shapes: tuple[ShapeReading, ...]
+    size: int
+    background_error: float
+    noise: float
+
+    def reasons(self) -> list[str]:
+        """Why this reading should not be trusted, one line per problem (empty when it is sound)."""
+        out = [
+            f"shape {i} ({r.shape.colour} {r.shape.kind}) does not match any ShapesWorld outline "
+            f"({r.residual:.0%} of it unexplained)"
+            for i, r in enumerate(self.shapes)
+            if r.poor
+        ]
+        if self.background_error > 12:
+            out.append(f"the background differs from a ShapesWorld background by {self.background_error:.0f} levels")
+        return out
+
+
+def read_scene(image: Image.Image, priors: Sequence[Shape] = ()) -> SceneReading:
+    """Read the scene an image shows.
+
+    Args:
+        image: the image.
+        priors: shapes known from a related image (an edit's source). A shape that no outline explains is tried as
+            one of them with part cut away, the way an unfinished removal looks.
+
+    Raises:
+        Unreadable: for a non-square image, a side under 32 px, or a background that no ShapesWorld background
+            (palette colour, tint, tone, texture) explains.
+    """
+    img = _prepare(image)
+    arr = np.asarray(img, dtype=np.float32)
+    options = _backgrounds(arr)
+    # A tint and a tone shift can also turn one palette background into another exactly (pale blue darkened is light
+    # grey cooled); the tone shifts the shapes' colours too, the tint does not, so the shapes decide.
+    readings = [(err, _read_over(arr, bg, tone, priors)) for err, bg, tone in options]
+    return min(
+        readings, key=lambda r: (sum(s.shape.shade is not None for s in r[1].shapes), r[0] + _colour_error(r[1]))
+    )[1]
+
+
+def _colour_error(reading: SceneReading) -> float:
+    return sum(s.colour_residual for s in reading.shapes) / max(1, len(reading.shapes))
+
+
+def _read_over(arr: np.ndarray, background: Background, tone: float, priors: Sequence[Shape]) -> SceneReading:
+    size = arr.shape[0]
+    bg = _rendered_background(background, tone, size)
+    residual = np.abs(arr - bg).max(axis=2)
+    noise = _noise(arr, bg, residual)
+    threshold = max(7.0, 4.0 * noise)
+    mask = residual > threshold
+    readings = []
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    components = _without_satellites(list(_components(mask)), mask.shape)
+    for k, pixels in enumerate(components, 1):
+        labels[pixels] = k
+    for k, pixels in enumerate(components, 1):
+        reading = _read_shape(arr, bg, labels, k, pixels, background, tone, size, priors)
+        if reading is not None:
+            readings.append(reading)
+    readings.sort(key=lambda r: (round(r.shape.y, 2), r.shape.x))
+    readings = [replace(r, shape=replace(r.shape, id=i)) for i, r in enumerate(readings)]
+    outside = ~_dilate(mask)
+    bg_error = float(np.abs(arr - bg)[outside].mean()) if outside.any() else 0.0
+    scene = Scene(background, tuple(r.shape for r in readings), tone)
+    return SceneReading(scene, tuple(readings), size, bg_error, noise)
+
+
+def _prepare(image: Image.Image) -> Image.Image:
+    if image.width != image.height:
+        raise Unreadable(f"ShapesWorld images are square; this one is {image.width}x{image.height}")
+    if image.width < MIN_SIZE:
+        raise Unreadable(f"the image is {image.width} px; ShapesWorld scenes need at least {MIN_SIZE} px to read")
+    img = image.convert("RGB")
+    while img.width > MAX_SIZE // 2:  # area averaging keeps coverage; fitting is as exact at 256 px and faster
+        even = img.width % 2 == 0
+        img = img.reduce(2) if even else img.resize((MAX_SIZE // 2, MAX_SIZE // 2), Image.Resampling.BOX)
+    return img
+
+
+# --- background --------------------------------------------------------------------------------------------------
+
+
+def _shift(rgb: np.ndarray, s: float) -> np.ndarray:
+    """The renderer's tone shift: red up, blue down by ``s`` levels, clipped."""
+    return np.clip(rgb + np.array([s, 0.0, -s], dtype=np.float32), 0, 255)
+
+
+def _backgrounds(arr: np.ndarray) -> list[tuple[float, Background, float]]:
+    """The background explanations (error, background, tone) of an image: the best, and any that tie with it."""
+    size = arr.shape[0]
+    mode = _mode_colour(arr)
+    found: list[tuple[float, Background, float]] = []
+    for name, base in BACKGROUNDS.items():
+        for tint, shift in _tint_and_shift(mode, np.array(base, dtype=np.float32)):
+            for texture in TEXTURES:
+                bg = Background(name, texture, (tint, tint, tint))
+                tone = shift / 18
+                rendered = _rendered_background(bg, tone, size)
+                err = float(np.minimum(np.abs(arr - rendered).max(axis=2), 40).mean())
+                # The plainest explanation wins unless another is clearly better.
+                found.append((err + 0.25 * (tint != 0) + 0.25 * (shift != 0), bg, tone))
+    if not found:
+        raise Unreadable(
+            f"the commonest colour {tuple(round(float(c)) for c in mode)} is not a ShapesWorld background colour "
+            "(with a tint or a tone shift)"
+        )
+    found.sort(key=lambda f: f[0])
+    # Within the parsimony penalty of the best, another palette colour is a real alternative (one of each colour).
+    options: dict[str, tuple[float, Background, float]] = {}
+    for f in found:
+        if f[0] <= found[0][0] + 0.6 and f[1].colour not in options:
+            options[f[1].colour] = f
+    return list(options.values())
+
+
+def _mode_colour(arr: np.ndarray) -> np.ndarray:
+    """The commonest colour: exact when one colour fills a good share of the image, else the mean of the commonest
+    bin 8 levels wide (robust to noise and compression)."""
+    exact = arr.astype(np.int32)
+    keys = (exact[..., 0] << 16) | (exact[..., 1] << 8) | exact[..., 2]
+    values, counts = np.unique(keys, return_counts=True)
+    if counts.max() >= 0.05 * keys.size:
+        top = int(values[np.argmax(counts)])
+        return np.array([top >> 16, (top >> 8) & 255, top & 255], dtype=np.float32)
+    q = (arr // 8).astype(np.int32)
+    keys = (q[..., 0] << 10) | (q[..., 1] << 5) | q[..., 2]
+    values, counts = np.unique(keys, return_counts=True)
+    top = values[np.argmax(counts)]
+    centre = arr[keys == top].mean(axis=0)
+    for _ in range(3):  # re-centre on every pixel near it, so a bin edge does not bias the mean under noise
+        near = np.abs(arr - centre).max(axis=2) <= 14
+        centre = arr[near].mean(axis=0)
+    return np.asarray(centre, dtype=np.float32)
+
+
+def _tint_and_shift(mode: np.ndarray, base: np.ndarray) -> Iterator[tuple[int, int]]:
+    """(tint, shift) pairs under which ``base`` renders as ``mode``, as the plain colour or as texture ink."""
+    for ink in (False, True):
+        scale = 0.9 if ink else 1.0
+        tint = round(float(mode[1]) / scale - float(base[1]))
+        if not -MAX_TINT <= tint <= 2:
+            continue
+        shown = np.clip(base + tint, 0, 255)
+        shown = np.round(shown * 0.9) if ink else shown
+        # The tone shift moves red up and blue down; read it from whichever channel was not clipped.
+        shift = round(float(mode[0] - shown[0])) if mode[0] < 253 else round(float(shown[2] - mode[2]))
+        if abs(shift) > MAX_SHIFT:
+            continue
+        if float(np.abs(_shift(shown, shift) - mode).max()) <= 6:
+            # A level or four either way is compression or noise, not a tint or a tone (ShapesWorld's are 9 or more).
+            tint, shift = (0 if abs(tint) <= 4 else tint), (0 if abs(shift) <= 4 else shift)
+            # Ink is rounded after scaling and clipped channels hide part of a shift: neighbours render alike, so
+            # they are tried too and the whole background decides.
+            for dt in (0, -1, 1) if tint else (0,):
+                for ds in (0, -1, 1) if shift else (0,):
+                    yield tint + dt, shift + ds
+
+
+@lru_cache(maxsize=128)
+def _rendered_background_cached(bg: Background, tone: float, size: int) -> bytes:
+    return render(Scene(bg, (), tone), size).tobytes()
+
+
+def _rendered_background(bg: Background, tone: float, size: int) -> np.ndarray:
+    data = _rendered_background_cached(bg, tone, size)
+    return np.frombuffer(data, dtype=np.uint8).reshape(size, size, 3).astype(np.float32)
+
+
+def _noise(arr: np.ndarray, bg: np.ndarray, residual: np.ndarray) -> float:
+    """Robust pixel noise (levels) on pixels the background explains roughly (median absolute deviation)."""
+    near = residual < 40
+    if near.sum() < 16:
+        return 0.0
+    dev = (arr - bg)[near].ravel()
+    return float(1.4826 * np.median(np.abs(dev - np.median(dev))))
+
+
+# --- components --------------------------------------------------------------------------------------------------
+
+
+def _components(mask: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """4-connected components of ``mask`` as (rows, cols) index arrays, in scan order."""
+    h, w = mask.shape
+    seen = np.zeros_like(mask, dtype=bool)
+    for y0, x0 in zip(*np.nonzero(mask), strict=True):
+        if seen[y0, x0]:
+            continue
+        seen[y0, x0] = True
+        queue, ys, xs = deque([(int(y0), int(x0))]), [], []
+        while queue:
+            y, x = queue.popleft()
+            ys.append(y)
+            xs.append(x)
+            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not seen[ny, nx]:
+                    seen[ny, nx] = True
+                    queue.append((ny, nx))
+        yield np.array(ys), np.array(xs)
+
+
+def _without_satellites(
+    components: list[tuple[np.ndarray, np.ndarray]], shape: tuple[int, ...]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Drop small components hugging a much larger one: compression ringing and blur halos, not shapes (ShapesWorld
+    keeps shapes apart by more than the two pixels looked at here)."""
+    labels = np.zeros(shape, dtype=np.int32)
+    for k, (ys, xs) in enumerate(components, 1):
+        labels[ys, xs] = k
+    keep = []
+    for k, (ys, xs) in enumerate(components, 1):
+        near = np.zeros(shape, dtype=bool)
+        near[ys, xs] = True
+        near = _dilate(near, 2)
+        bigger = [j for j in np.unique(labels[near]) if j and j != k and len(components[j - 1][0]) >= 4 * len(ys)]
+        if not bigger:
+            keep.append((ys, xs))
+    return keep
+
+
+def _dilate(mask: np.ndarray, steps: int = 1) -> np.ndarray:
+    out = mask.copy()
+    for _ in range(steps):
+        grown = out.copy()
+        grown[1:] |= out[:-1]
+        grown[:-1] |= out[1:]
+        grown[:, 1:] |= out[:, :-1]
+        grown[:, :-1] |= out[:, 1:]
+        out = grown
+    return out
+
+
+# --- one shape ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Fill:
+    colour: str
+    shade: RGB | None
+    alpha: float
+    residual: float
+    rgb: np.ndarray  # the fill colour as drawn (before the tone shift)
+
+
+def _palette_candidates() -> list[tuple[str, RGB | None, RGB]]:
+    out: list[tuple[str, RGB | None, RGB]] = []
+    for name, rgb in COLOURS.items():
+        out.append((name, None, rgb))
+        out.append((name, _near_shade(rgb), _near_shade(rgb)))
+    return out
+
+
+_PALETTE = _palette_candidates()
+_TINTS = [(a, blend(COLOURS[a], COLOURS[b], 0.25)) for a in COLOURS for b in COLOURS if a != b]
+
+
+def _fit_fill(obs: np.ndarray, under: np.ndarray, under_plain: np.ndarray, tone: float) -> _Fill:
+    """The fill of a shape from its most covered pixels.
+
+    Opaque explanations come first (a palette colour, its near shade, or a faint tint from one palette colour toward
+    another); only when none fits is the fill read as a palette colour or shade over the background at some opacity.
+
+    Args:
+        obs: [N, 3] observed pixels well inside the shape.
+        under: [N, 3] the rendered background at the same pixels (tone applied).
+        under_plain: the same before the tone shift.
+        tone: the scene's tone (the fill is compared after the same shift).
+    """
+    shift = round(18 * tone)
+    opaque = min(
+        (
+            (float(np.abs(_shift(np.array(rgb, dtype=np.float32), shift) - obs).mean()), name, shade, rgb)
+            for name, shade, rgb in [*_PALETTE, *((name, rgb, rgb) for name, rgb in _TINTS)]
+        ),
+        key=lambda c: c[0],
+    )
+    if opaque[0] <= OPAQUE_FIT:
+        res, name, shade, rgb = opaque
+        return _Fill(name, shade, 1.0, res, np.array(rgb, dtype=np.float32))
+    # Translucent fills are fitted before the tone shift, on channels the shift did not clip.
+    step = np.array([shift, 0, -shift], dtype=np.float32)
+    seen = (obs > 0.5) & (obs < 254.5)
+    d = np.where(seen, obs - step - under_plain, 0.0)
+    best: _Fill | None = None
+    for name, shade, rgb in _PALETTE:
+        e = np.where(seen, np.array(rgb, dtype=np.float32) - under_plain, 0.0)
+        denom = float((e * e).sum())
+        if denom < 1:
+            continue
+        alpha = min(float((d * e).sum()) / denom, 1.0)
+        if alpha < 0.05:
+            continue
+        res = float(np.abs(d - alpha * e).mean())
+        if best is None or res < best.residual:
+            best = _Fill(name, shade, alpha, res, np.array(rgb, dtype=np.float32))
+    if best is None or opaque[0] <= best.residual:
+        # Off the palette: the nearest palette name, the colour as seen (poorly explained, and reported so).
+        res, name, _, _ = opaque
+        seen = np.median(obs, axis=0) - np.array([shift, 0, -shift], dtype=np.float32)
+        rgb = (round(float(seen[0])), round(float(seen[1])), round(float(seen[2])))
+        return _Fill(name, rgb, 1.0, res, np.array(rgb, dtype=np.float32))
+    if best.alpha > 0.93:
+        best = replace(best, alpha=1.0)
+    return best
+
+
+def _read_shape(
+    arr: np.ndarray,
+    bg: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    pixels: tuple[np.ndarray, np.ndarray],
+    background: Background,
+    tone: float,
+    size: int,
+    priors: Sequence[Shape],
+) -> ShapeReading | None:
+    ys, xs = pixels
+    if len(ys) < 3:
+        return None  # a speck of noise, not a shape
+    pad = 3
+    y0, y1 = max(0, int(ys.min()) - pad), min(size, int(ys.max()) + pad + 1)
+    x0, x1 = max(0, int(xs.min()) - pad), min(size, int(xs.max()) + pad + 1)
+    box_arr, box_bg = arr[y0:y1, x0:x1], bg[y0:y1, x0:x1]
+    mine = labels[y0:y1, x0:x1] == k
+    others = (labels[y0:y1, x0:x1] != 0) & ~mine
+    diff = np.abs(box_arr - box_bg).max(axis=2)
+    # The fill is read where the shape covers whole pixels: the most changed pixels of its interior.
+    core = mine & _erode(mine)
+    core = core if core.sum() >= 3 else mine
+    strong = core & (diff >= 0.85 * diff[core].max())
+    core = strong if strong.sum() >= 3 else core
+    plain = _rendered_background(background, 0.0, size)[y0:y1, x0:x1] if tone else box_bg
+    fill = _fit_fill(box_arr[core], box_bg[core], plain[core], tone)
+    e = _shift(fill.rgb, round(18 * tone)) - box_bg
+    cover = ((box_arr - box_bg) * e).sum(axis=2) / np.maximum((e * e).sum(axis=2), 1.0) / fill.alpha
+    cover = np.clip(cover, 0.0, 1.0)
+    cover[others | ~_dilate(mine, 2)] = 0.0
+    if cover.sum() < 1.0:
+        return None  # under a pixel's worth of this colour: a speck, not a shape
+    shape, residual = _fit_outline(cover, (x0, y0), size, mine)
+    if residual > POOR_FIT / 2 or shape.aspect != 1:
+        # A half-cut square and a squashed one draw the same pixels: where the source had that shape in that place,
+        # an unfinished removal is the reading that keeps its identity.
+        for prior in priors:
+            cut = _fit_cut(cover, (x0, y0), size, replace(prior, shade=None, alpha=1.0))
+            if cut is not None and (cut[1] < residual or cut[1] < POOR_FIT / 2):
+                shape, residual = cut
+    shape = replace(shape, colour=fill.colour, shade=fill.shade, alpha=round(fill.alpha, 3))
+    return ShapeReading(shape, residual, fill.residual, len(ys))
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    out = mask.copy()
+    out[1:] &= mask[:-1]
+    out[:-1] &= mask[1:]
+    out[:, 1:] &= mask[:, :-1]
+    out[:, :-1] &= mask[:, 1:]
+    out[0, :] = out[-1, :] = False
+    out[:, 0] = out[:, -1] = False
+    return out
+
+
+# --- outlines ----------------------------------------------------------------------------------------------------
+
+
+#: How far (in supersampled pixels) the rasteriser fills beyond each kind's geometric outline, measured on renders.
+_BLEED = {"circle": 0.45, "square": 0.51, "triangle": 0.32, "diamond": 0.41, "star": 0.32, "hexagon": 0.31}
+
+
+@lru_cache(maxsize=256)
+def _unit_moments(kind: str, angle: float) -> tuple[float, float, float, float, float]:
+    """Area, second moments (xx, yy, xy) and perimeter of a kind with r = 1 at ``angle``, from its outline."""
+    if kind == "circle":
+        return math.pi, math.pi / 4, math.pi / 4, 0.0, 2 * math.pi
+    pts = outline_points(Shape(0, kind, "red", 0.0, 0.0, 1.0, angle), 1)
+    perimeter = sum(math.dist(pts[i], pts[(i + 1) % len(pts)]) for i in range(len(pts)))
+    return (*_polygon_moments(pts), perimeter)
+
+
+def _radius(kind: str, angle: float, area: float, aspect: float, size: int) -> float:
+    """The radius (canvas fraction) whose drawing covers ``area`` pixels: geometric area plus the raster's bleed."""
+    a1, _, _, _, p1 = _unit_moments(kind, angle)
+    a, b = a1 * aspect, p1 * (1 + aspect) / 2 * _BLEED[kind] / supersample(size)
+    return (-b + math.sqrt(b * b + 4 * a * area)) / (2 * a) / size
+
+
+def _polygon_moments(pts: Sequence[tuple[float, float]]) -> tuple[float, float, float, float]:
+    a = ixx = iyy = ixy = 0.0
+    n = len(pts)
+    for i in range(n):
+        x0, y0 = pts[i]
+        x1, y1 = pts[(i + 1) % n]
+        c = x0 * y1 - x1 * y0
+        a += c
+        ixx += c * (x0 * x0 + x0 * x1 + x1 * x1)
+        iyy += c * (y0 * y0 + y0 * y1 + y1 * y1)
+        ixy += c * (x0 * y1 + 2 * x0 * y0 + 2 * x1 * y1 + x1 * y0)
+    a /= 2
+    sign = 1.0 if a >= 0 else -1.0
+    # second moments about the centroid (every kind's outline is centred on its origin)
+    return abs(a), sign * ixx / 12, sign * iyy / 12, sign * ixy / 24
+
+
+def coverage(shape: Shape, size: int, origin: tuple[int, int], box: tuple[int, int]) -> np.ndarray:
+    """How much of each pixel of a box of the image ``shape`` covers (0-1), drawn exactly as the renderer draws it.
+
+    Args:
+        shape: the shape (colour and opacity are ignored).
+        size: the image side.
+        origin: the box's top-left pixel (x, y).
+        box: the box's (width, height) in pixels.
+    """
+    ss = supersample(size)
+    canvas = size * ss
+    moved = replace(shape, x=shape.x - origin[0] / size, y=shape.y - origin[1] / size)
+    img = Image.new("L", (box[0] * ss, box[1] * ss), 0)
+    width = max(1, round(shape.r * canvas * 0.22)) if shape.outline else 0
+    _paint(ImageDraw.Draw(img), moved, canvas, 255, width, shape.kind == "circle" and shape.broken == 0)
+    left = (moved.x + shape.extent * (1 - 2 * shape.erase)) * canvas
+    if shape.erase > 0 and left < img.width:
+        ImageDraw.Draw(img).rectangle((max(0.0, left), 0, img.width, img.height), fill=0)
+    return np.asarray(img.reduce(ss), dtype=np.float32) / 255.0
+
+
+def _fit_outline(cover: np.ndarray, origin: tuple[int, int], size: int, mine: np.ndarray) -> tuple[Shape, float]:
+    """The kind, centre, radius, rotation and stretch whose drawing best matches ``cover``; and its residual."""
+    h, w = cover.shape
+    area = float(cover.sum())
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+    cx, cy = float((cover * gx).sum()) / area, float((cover * gy).sum()) / area
+    cxx = float((cover * (gx - cx) ** 2).sum()) / area
+    cyy = float((cover * (gy - cy) ** 2).sum()) / area
+    x, y = (cx + origin[0]) / size, (cy + origin[1]) / size
+    outline = _looks_outlined(cover, cx, cy)
+    if outline:  # an outline's moments are those of the filled shape inside it
+        filled = _fill_holes(cover)
+        area = float(filled.sum())
+        cx, cy = float((filled * gx).sum()) / area, float((filled * gy).sum()) / area
+        cxx = float((filled * (gx - cx) ** 2).sum()) / area
+        cyy = float((filled * (gy - cy) ** 2).sum()) / area
+        x, y = (cx + origin[0]) / size, (cy + origin[1]) / size
+    ring = float(cover.sum())
+    best: tuple[float, Shape] | None = None
+    for kind in KINDS:
+        for angle in (0.0,) if kind in UPRIGHT else ANGLES:
+            for shape in _candidates(kind, angle, x, y, area, cxx, cyy, size, outline):
+                fit = coverage(shape, size, origin, (w, h))
+                err = float(np.abs(fit - cover).sum()) / ring
+                if best is None or err < best[0]:
+                    best = (err, shape)
+    assert best is not None
+    err, shape = best
+    if shape.kind not in UPRIGHT:  # refine the rotation by half degrees around the best coarse one
+        for angle in np.arange(shape.angle - 1.5, shape.angle + 1.6, 0.5):
+            for cand in _candidates(shape.kind, float(angle), x, y, area, cxx, cyy, size, outline):
+                fit = coverage(cand, size, origin, (w, h))
+                e = float(np.abs(fit - cover).sum()) / ring
+                if e < err:
+                    err, shape = e, cand
+    return shape, err
+
+
+def _fit_cut(cover: np.ndarray, origin: tuple[int, int], size: int, prior: Shape) -> tuple[Shape, float] | None:
+    """``prior`` in its place with its right side cut away where the covered pixels end; None if it is elsewhere."""
+    h, w = cover.shape
+    cols = np.nonzero(cover.max(axis=0) > 0.5)[0]
+    rows = np.nonzero(cover.max(axis=1) > 0.5)[0]
+    if not len(cols):
+        return None
+    left, right = (origin[0] + cols[0]) / size, (origin[0] + cols[-1] + 1) / size
+    top, bottom = (origin[1] + rows[0]) / size, (origin[1] + rows[-1] + 1) / size
+    if not (left - 0.02 <= prior.x - prior.r * 0.5 and prior.x - 0.03 < right and top < prior.y < bottom):
+        return None
+    # Where the covered pixels end says roughly how much is cut; the drawing decides within a pixel either side.
+    guess = (prior.x + prior.extent - right) / (2 * prior.extent)
+    best: tuple[Shape, float] | None = None
+    for erase in np.arange(round(guess, 2) - 0.1, round(guess, 2) + 0.101, 0.02):
+        if not 0.02 <= erase <= 0.98:
+            continue
+        shape = replace(prior, erase=round(float(erase), 2))
+        err = float(np.abs(coverage(shape, size, origin, (w, h)) - cover).sum()) / float(cover.sum())
+        if best is None or err < best[1]:
+            best = (shape, err)
+    return best
+
+
+def _fill_holes(cover: np.ndarray) -> np.ndarray:
+    """``cover`` with what a ring encloses counted as covered: empty pixels the box's border cannot reach."""
+    h, w = cover.shape
+    empty = cover < 0.2  # a one-pixel ring is only partly covered, and must not leak
+    reached = np.zeros_like(empty)
+    queue = deque((y, x) for y in range(h) for x in (0, w - 1)) + deque((y, x) for y in (0, h - 1) for x in range(w))
+    while queue:
+        y, x = queue.popleft()
+        if 0 <= y < h and 0 <= x < w and empty[y, x] and not reached[y, x]:
+            reached[y, x] = True
+            queue.extend(((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)))
+    filled = cover.copy()
+    filled[empty & ~reached] = 1.0
+    return filled
+
+
+def _looks_outlined(cover: np.ndarray, cx: float, cy: float) -> bool:
+    """An outlined shape leaves its middle uncovered."""
+    iy, ix = int(cy), int(cx)
+    centre = cover[max(0, iy - 1) : iy + 2, max(0, ix - 1) : ix + 2]
+    return float(centre.mean()) < 0.3 and float(cover.max()) > 0.8
+
+
+def _candidates(
+    kind: str, angle: float, x: float, y: float, area: float, cxx: float, cyy: float, size: int, outline: bool
+) -> Iterator[Shape]:
+    """Shapes of one kind and rotation whose area and second moments match the component's."""
+    _, ixx, iyy, _, _ = _unit_moments(kind, angle)
+    aspect = math.sqrt(max(cxx, 1e-6) / max(cyy, 1e-6) * iyy / ixx)
+    aspect = 1.0 if abs(aspect - 1) < ROUND else aspect
+    r = _radius(kind, angle, area, aspect, size)
+    if not outline:
+        yield Shape(0, kind, "red", x, y, r, angle, aspect=aspect)
+        return
+    for scale in (0.97, 1.0, 1.03):  # the filled inside of a ring is known to a pixel's bleed
+        yield Shape(0, kind, "red", x, y, r * scale, angle, aspect=aspect, outline=True)
