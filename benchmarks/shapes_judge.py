@@ -2,10 +2,13 @@
 
 Samples come from ``ShapesWorld(split="test")`` with scores spread evenly over 1-5. Each perturbation is applied to
 every image of a request (both images of an edit); "invalid" counts the verdicts the judge refused, with reasons.
-Agreement is over all samples (an invalid verdict is a disagreement) and over the valid ones.
+Agreement is over all samples (an invalid verdict is a disagreement) and over the valid ones. With ``--flaws N``
+a second table reads each degradation kind alone at each severity on N scenes (``flaws.read_quality``) and counts
+how often the severity read equals the one applied, and how often another kind is read where there is none.
 
     python benchmarks/shapes_judge.py -n 200                 # every dimension, every perturbation, 64 px
     python benchmarks/shapes_judge.py -n 100 --size 128 --perturb none
+    python benchmarks/shapes_judge.py -n 100 --dimensions quality --perturb none --flaws 10
 """
 
 from __future__ import annotations
@@ -15,13 +18,17 @@ import io
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 from PIL import Image, ImageFilter
 
 from firm.critics.base import DIMENSIONS, JudgeRequest
 from firm.worlds.shapes import ShapesWorld
+from firm.worlds.shapes.degrade import Degradation
+from firm.worlds.shapes.flaws import PIXEL_KINDS, read_quality
 from firm.worlds.shapes.judge import ShapesWorldJudge
+from firm.worlds.shapes.read import Unreadable
 
 
 def _jpeg(quality: int) -> Callable[[Image.Image], Image.Image]:
@@ -61,12 +68,41 @@ PERTURBATIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
 }
 
 
+def flaw_table(world: ShapesWorld, n: int) -> None:
+    """Severity agreement of ``read_quality`` per degradation kind and severity, each kind applied alone."""
+    kinds = (*PIXEL_KINDS, "broken")
+    print("\n| kind | severity | n | exact | within 1 | other kinds read | unreadable | ms/image |")
+    print("|---|---|---|---|---|---|---|---|")
+    for kind in kinds:
+        for severity in range(1, 5):
+            exact = near = other = unreadable = 0
+            start = time.perf_counter()
+            for index in range(n):
+                case = world.gen_case(index, quality=5)
+                case = replace(case, degradation=Degradation(**{kind: severity}, seed=index))
+                try:
+                    read = read_quality(world.gen_image(case)).degradation
+                except Unreadable:
+                    unreadable += 1
+                    continue
+                got = getattr(read, kind)
+                exact += got == severity
+                near += abs(got - severity) <= 1
+                other += any(getattr(read, k) for k in kinds if k != kind)
+            ms = (time.perf_counter() - start) / n * 1000
+            print(
+                f"| {kind} | {severity} | {n} | {exact / n:.0%} | {near / n:.0%} | {other / n:.0%} | {unreadable} | "
+                f"{ms:.0f} |"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=100, help="samples per dimension")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--perturb", nargs="*", default=list(PERTURBATIONS), choices=list(PERTURBATIONS))
     parser.add_argument("--dimensions", nargs="*", default=list(DIMENSIONS), choices=list(DIMENSIONS))
+    parser.add_argument("--flaws", type=int, default=0, help="scenes per degradation kind and severity (0: skip)")
     args = parser.parse_args()
     world = ShapesWorld(size=args.size, split="test")
     judge = ShapesWorldJudge()
@@ -99,6 +135,8 @@ def main() -> None:
         print("\nmost common reasons for invalid verdicts:")
         for reason, count in reasons.most_common(12):
             print(f"  {count:4d}  {reason}")
+    if args.flaws:
+        flaw_table(world, args.flaws)
 
 
 if __name__ == "__main__":

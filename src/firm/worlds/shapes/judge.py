@@ -5,7 +5,10 @@ ShapesWorld's own rubric to what it found, answering in the oracle's words and f
 
 - execution, consistency: the edit is rebuilt from the two readings (``compare``) and scored like a generated case;
 - instruction: the prompt's checklist answered on the read scene;
-- quality: not yet; such requests get an invalid verdict saying so.
+- quality: the severity of each degradation is read back (``flaws.read_quality``): the scene is read under the
+  degradations, rendered clean, and the pixel degradations are fitted by synthesis. Broken shapes are matched
+  against every broken outline ShapesWorld draws (``broken``); where that match is not certain the strict judge
+  refuses, and the lenient one uses the best match.
 
 It never guesses: an image it cannot read, a shape no ShapesWorld outline explains, or text outside ShapesWorld's
 grammar gives an invalid verdict saying why. Registered as the ``shapes`` critic::
@@ -22,11 +25,13 @@ from firm.critics.base import Critic, JudgeRequest, Verdict
 from firm.critics.parsing import NO_SCORE
 from firm.worlds.shapes.compare import judge_edit
 from firm.worlds.shapes.degrade import Degradation
+from firm.worlds.shapes.flaws import read_quality
 from firm.worlds.shapes.gen import GenCase
 from firm.worlds.shapes.grammar import GrammarError, instruction_ops, parse_prompt
 from firm.worlds.shapes.oracle import consistency_reasoning, execution_reasoning
-from firm.worlds.shapes.plan import instruction_reasoning
+from firm.worlds.shapes.plan import flaw_reasoning, instruction_reasoning
 from firm.worlds.shapes.read import SceneReading, Unreadable, read_scene
+from firm.worlds.shapes.rubric import quality_score
 from firm.worlds.shapes.spec import score_scene
 
 
@@ -35,7 +40,8 @@ class ShapesWorldJudge(Critic):
 
     Args:
         strict: refuse (invalid verdict) when any shape of a reading is poorly explained. With False, execution,
-            consistency and instruction are judged on the shapes as read, poor fits included.
+            consistency and instruction are judged on the shapes as read, poor fits included, and quality on an
+            estimate of the broken-shape severity.
     """
 
     def __init__(self, strict: bool = True) -> None:
@@ -85,5 +91,11 @@ class ShapesWorldJudge(Critic):
         return Verdict("instruction", score, summary, raw)
 
     def _quality(self, request: JudgeRequest) -> Verdict:
-        # Reading flaw severities back exactly is not done yet; no number is better than a wrong one.
-        return Verdict.invalid("quality", f"{NO_SCORE}: the ShapesWorld judge does not read image quality yet")
+        assert request.image is not None
+        reading = read_quality(request.image)
+        if self.strict and not reading.broken_exact:
+            raise Unreadable(f"how badly shapes are broken is not read exactly: {reading.broken_reason}")
+        degradation = reading.degradation
+        score, reasoning = quality_score(degradation.sub_scores), flaw_reasoning(degradation)
+        raw = format_answer("quality", score, reasoning, sub_scores=degradation.sub_scores)
+        return Verdict("quality", score, reasoning, raw)

@@ -111,23 +111,26 @@ def _remove_text(op: Remove, how: F) -> str:
     }[how]
 
 
-def _recolour_text(op: Recolour, how: F, old: Shape, got: Shape) -> str:
+def _recolour_text(op: Recolour, how: F, old: Shape, got: Shape | None) -> str:
+    # got is None only for images the judge read (a world edit keeps its target): the target is not found in them.
     ref, c = op.ref, op.colour
+    wrong = f"to {got.colour} instead of {c}" if got is not None else f"not to {c}: it is not found as asked"
     return {
         F.FULL: f"{_cap(ref)} is now {c}, as asked.",
         F.SUBTLE: f"{_cap(ref)} is now {c}, but a darker {c} than a plain {c}.",
-        F.WRONG: f"{_cap(ref)} changed colour, but to {got.colour} instead of {c}.",
+        F.WRONG: f"{_cap(ref)} changed colour, but {wrong}.",
         F.VAGUE: f"{_cap(ref)} is still {old.colour}, with only a faint tint toward {c}.",
         F.NONE: f"{_cap(ref)} is still {old.colour}; it was not recoloured.",
     }[how]
 
 
-def _move_text(op: Move, how: F, got: Shape) -> str:
+def _move_text(op: Move, how: F, got: Shape | None) -> str:
     ref, dest = op.ref, DESTINATIONS[op.region][0]
+    where = f"to the {region_of(got.x, got.y)}" if got is not None else "not where it can be found"
     return {
         F.FULL: f"{_cap(ref)} was moved to {dest}, as asked.",
         F.SUBTLE: f"{_cap(ref)} was moved toward {dest} but stopped a little short of it.",
-        F.WRONG: f"{_cap(ref)} was moved, but to the {region_of(got.x, got.y)} instead of {dest}.",
+        F.WRONG: f"{_cap(ref)} was moved, but {where} instead of {dest}.",
         F.VAGUE: f"{_cap(ref)} only nudged a little toward {dest}.",
         F.NONE: f"{_cap(ref)} did not move.",
         F.OPPOSITE: f"{_cap(ref)} moved away from {dest}, the opposite way.",
@@ -167,9 +170,9 @@ def op_text(op: Op, how: F, source: Scene, edited: Scene) -> str:
     if isinstance(op, Remove):
         return _remove_text(op, how)
     if isinstance(op, Recolour):
-        return _recolour_text(op, how, source.get(op.target), got[op.target])
+        return _recolour_text(op, how, source.get(op.target), got.get(op.target))
     if isinstance(op, Move):
-        return _move_text(op, how, got[op.target])
+        return _move_text(op, how, got.get(op.target))
     if isinstance(op, Resize):
         return _resize_text(op, how)
     if isinstance(op, Swap):

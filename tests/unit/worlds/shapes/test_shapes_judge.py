@@ -149,3 +149,19 @@ def test_judge_verdicts_become_an_rl_reward(judge) -> None:
     total = batch.output.total.tolist()
     assert all(batch.output.valid.tolist())
     assert total[0] > total[1]
+
+
+def test_an_edit_whose_target_is_not_found_gets_a_verdict_not_an_exception(judge) -> None:
+    # Upscaled 2x (bicubic), this recolour's target is not found in the edited reading; the reasoning once indexed it
+    # unconditionally and the whole judge() call raised KeyError.
+    from PIL import Image
+
+    from firm.critics.base import JudgeRequest
+
+    sample = ShapesWorld(size=64, split="test").sample("execution", 34)
+
+    def up(img: Image.Image) -> Image.Image:
+        return img.resize((img.width * 2, img.height * 2), Image.Resampling.BICUBIC)
+
+    (verdict,) = judge.judge([JudgeRequest("execution", sample.text, up(sample.image), up(sample.source))])
+    assert verdict.score in (None, sample.score)
