@@ -1,13 +1,17 @@
-"""``firm export``: turn a critic training checkpoint into a Hugging Face folder.
+"""``firm export``: turn a training checkpoint into a folder inference loads.
 
-The folder loads with ``firm score --model``, ``transformers`` (``AutoModelForImageTextToText.from_pretrained``) and
-vLLM (``vllm serve``). Lightning checkpoint files and DeepSpeed ZeRO-2/3 checkpoint folders are both accepted.
+Critic checkpoints become a Hugging Face folder; RL checkpoints become the trained LoRA for diffusers'
+``load_lora_weights`` (``--adapter``) or the base pipeline with it fused in (see docs/rl.md).
+
+A critic folder loads with ``firm score --model``, ``transformers`` (``AutoModelForImageTextToText.from_pretrained``)
+and vLLM (``vllm serve``). Lightning checkpoint files and DeepSpeed ZeRO-2/3 checkpoint folders are both accepted.
 
 Examples::
 
     firm export runs/critic_sft_tiny/checkpoints/last.ckpt runs/critic_sft_tiny/hf
     firm export runs/edit-8b/checkpoints/last.ckpt/ exports/firm-edit-8b --dtype bfloat16     # a ZeRO folder
     firm export runs/edit-lora/checkpoints/last.ckpt exports/edit-adapter --adapter            # keep the LoRA
+    firm export runs/rl_nft_tiny/checkpoints/last.ckpt runs/rl_nft_tiny/lora --adapter       # RL: diffusers LoRA
 
 Nothing is unpickled by default: checkpoint files are read with ``torch.load(weights_only=True)``. A DeepSpeed
 checkpoint folder can only be converted by unpickling its files (DeepSpeed's converter has no safe loader), which runs
@@ -26,7 +30,7 @@ from firm.commands import UsageError
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "export",
-        help="write a trained critic checkpoint as a Hugging Face folder",
+        help="write a trained critic (Hugging Face folder) or RL policy (diffusers LoRA or fused pipeline) checkpoint",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,6 +1,7 @@
 """LightningModules as packages: each composes injected parts (a model source, settings dataclasses) into training.
 
-``critic_sft`` trains critics; RL and policy SFT tasks join as packages beside it.
+``critic_sft`` trains critics; ``policy_rl`` fine-tunes image generators with RL (DiffusionNFT, Flow-GRPO); policy SFT
+joins as a package beside them.
 """
 
 import torch
@@ -15,12 +16,14 @@ from firm.tasks.critic_sft import (
     VLMSource,
     apply_lora,
 )
+from firm.tasks.policy_rl import PolicyRLTask
 
 __all__ = [
     "CriticSFTTask",
     "EvalSettings",
     "LoraSettings",
     "OptimizerSettings",
+    "PolicyRLTask",
     "PretrainedVLM",
     "TinyVLM",
     "VLMSource",

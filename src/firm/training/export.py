@@ -188,6 +188,12 @@ def export_checkpoint(
                 f"{checkpoint} was not written by a firm task that exports a model (no {EXPORT_KEY!r})"
             )
         entry = {"task": _LEGACY_KEYS[legacy], "meta": rest[legacy]}
-    task = task_from_hparams(_task_class(str(entry["task"]), checkpoint, trust), rest.get("hyper_parameters", {}))
+    task_class = _task_class(str(entry["task"]), checkpoint, trust)
+    from_meta = getattr(task_class, "export_from_meta", None)
+    if from_meta is not None:
+        # Tasks whose export needs only the weights and metadata (RL adapters) skip rebuilding their models.
+        written: Path = from_meta(state, entry["meta"], Path(out), adapter=adapter, dtype=dtype)
+        return written
+    task = task_from_hparams(task_class, rest.get("hyper_parameters", {}))
     exported: Path = task.export_model(state, entry["meta"], Path(out), adapter=adapter, dtype=dtype)
     return exported
