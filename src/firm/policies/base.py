@@ -28,7 +28,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from firm.algorithms import ema_update_
-from firm.policies.samplers import SAMPLERS, SamplerState, per_sample_noise, sampler_for
+from firm.policies.samplers import SAMPLERS, Sampler, SamplerState, per_sample_noise, sampler_for
 from firm.training.lora import LoraSettings
 
 __all__ = ["ROLES", "Condition", "Policy", "Rollout", "RolloutSettings", "to_pil"]
@@ -241,6 +241,7 @@ class Policy(nn.Module, ABC):
         sources: Sequence[Image.Image] | None = None,
         role: Role = "train",
         keep_trajectory: bool = False,
+        batch_size: int | None = None,
     ) -> Rollout:
         """Sample ``group_size`` images for each prompt.
 
@@ -253,12 +254,15 @@ class Policy(nn.Module, ABC):
             sources: the source image of each prompt (editors).
             role: the adapter that samples (``old`` for DiffusionNFT, ``train`` for Flow-GRPO).
             keep_trajectory: keep every latent visited (always kept by the SDE sampler).
+            batch_size: samples per transformer pass (memory); None denoises all at once. A sample's image does not
+                depend on it.
 
         Returns:
             A :class:`Rollout`.
 
         Raises:
-            ValueError: for a wrong number of seeds or sources, or an image size the model cannot make.
+            ValueError: for a wrong number of seeds or sources, a batch size below 1, or an image size the model
+                cannot make.
         """
         count = len(prompts) * group_size
         seeds = list(range(count)) if seeds is None else [int(s) for s in seeds]
@@ -270,30 +274,57 @@ class Policy(nn.Module, ABC):
         condition = self.encode(prompts, sources, settings).select(group_index)
         shape = self.latent_shape(settings.height, settings.width)
         sigmas = self.sigmas(settings, shape)
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1 when given, got {batch_size}")
         generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-        x = per_sample_noise(shape, generators, self.device)
         sampler = sampler_for(settings.sampler, settings.noise_level)
-        state = SamplerState(generators)
         keep = keep_trajectory or sampler.stochastic
-        visited = [x] if keep else []
+        parts: list[tuple[Tensor, Tensor, Tensor | None, Tensor | None]] = []
+        step = batch_size or count
         with self.role(role):
-            for i in range(len(sigmas) - 1):
-                t, t_prev = float(sigmas[i]), float(sigmas[i + 1])
-                v = self.velocity(x, t, condition, settings.guidance_scale)
-                x = sampler.step(x, v, t, t_prev, state)
-                if keep:
-                    visited.append(x)
-            images = self.decode(x).float().cpu()
+            for start in range(0, count, step):
+                index = list(range(start, min(start + step, count)))
+                parts.append(
+                    self._denoise(
+                        shape, sigmas, condition.select(index), [generators[i] for i in index], sampler, settings, keep
+                    )
+                )
+        images, latents, visited, log_probs = (list(column) for column in zip(*parts, strict=True))
         return Rollout(
-            images=images,
-            latents=x,
+            images=torch.cat(images),
+            latents=torch.cat(latents),
             sigmas=sigmas,
             condition=condition,
             group_index=group_index,
             seeds=seeds,
-            trajectory=torch.stack(visited, dim=1) if keep else None,
-            log_probs=torch.stack(state.log_probs, dim=1) if state.log_probs else None,
+            trajectory=torch.cat(visited) if keep else None,
+            log_probs=torch.cat(log_probs) if log_probs[0] is not None else None,
         )
+
+    def _denoise(
+        self,
+        shape: tuple[int, ...],
+        sigmas: Tensor,
+        condition: Condition,
+        generators: list[torch.Generator],
+        sampler: Sampler,
+        settings: RolloutSettings,
+        keep: bool,
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """One chunk of samples from noise to images: (images, latents, trajectory, log-probs)."""
+        x = per_sample_noise(shape, generators, self.device)
+        state = SamplerState(generators)
+        visited = [x] if keep else []
+        for i in range(len(sigmas) - 1):
+            t, t_prev = float(sigmas[i]), float(sigmas[i + 1])
+            v = self.velocity(x, t, condition, settings.guidance_scale)
+            x = sampler.step(x, v, t, t_prev, state)
+            if keep:
+                visited.append(x)
+        images = self.decode(x).float().cpu()
+        trajectory = torch.stack(visited, dim=1) if keep else None
+        log_probs = torch.stack(state.log_probs, dim=1) if state.log_probs else None
+        return images, x, trajectory, log_probs
 
     # -- LoRA roles -------------------------------------------------------------------------------------------
 

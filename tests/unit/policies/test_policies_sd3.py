@@ -38,6 +38,16 @@ def test_same_seeds_same_images_whatever_the_batch(policy: SD3Generator) -> None
     assert (other.latents - alone.latents).abs().max() > 0.1
 
 
+def test_sampling_in_chunks_gives_the_same_rollout(policy: SD3Generator) -> None:
+    sde = RolloutSettings(height=32, width=32, num_steps=3, sampler="sde")
+    whole = policy.sample(["a red circle", "blue"], sde, group_size=3, seeds=range(6))
+    chunked = policy.sample(["a red circle", "blue"], sde, group_size=3, seeds=range(6), batch_size=4)
+    assert whole.log_probs is not None and chunked.log_probs is not None and chunked.trajectory is not None
+    torch.testing.assert_close(chunked.images, whole.images, atol=1e-5, rtol=0)
+    torch.testing.assert_close(chunked.log_probs, whole.log_probs, atol=1e-4, rtol=0)
+    assert chunked.trajectory.shape == (6, 4, 4, 8, 8)  # samples, times visited, latent channels, height, width
+
+
 def test_oracle_velocity_lands_on_the_data_with_both_deterministic_samplers() -> None:
     # With the exact velocity of a straight path (v = eps - x0 everywhere on it) every step stays on the path.
     x0, eps = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)

@@ -77,6 +77,8 @@ class PolicyRLTask(pl.LightningModule):
         grad_clip: gradient norm clip (FIRM: 1.0); 0 turns it off.
         train_batch_size: samples per forward pass when training (memory); None trains on all of a step's samples
             at once. Gradients accumulate over micro-batches and timesteps into one optimizer step per RL step.
+        rollout_batch_size: samples per forward pass when sampling (memory; with CFG each pass is twice this);
+            None samples all of a step's images at once. Images do not depend on it.
         advantages: how rewards become advantages.
         evaluation: how the evaluation prompts are sampled.
         grid_every: write a training image grid every this many steps (0: never).
@@ -98,6 +100,7 @@ class PolicyRLTask(pl.LightningModule):
         optimizer: OptimizerSettings = RL_OPTIMIZER,
         grad_clip: float = 1.0,
         train_batch_size: int | None = None,
+        rollout_batch_size: int | None = None,
         advantages: AdvantageSettings = AdvantageSettings(),  # noqa: B008 - frozen dataclass, safe as a default
         evaluation: EvalSettings = EvalSettings(),  # noqa: B008 - frozen dataclass, safe as a default
         grid_every: int = 50,
@@ -110,8 +113,9 @@ class PolicyRLTask(pl.LightningModule):
             )
         if grad_clip < 0:
             raise ValueError(f"grad_clip must be 0 (off) or more, got {grad_clip}")
-        if train_batch_size is not None and train_batch_size < 1:
-            raise ValueError(f"train_batch_size must be at least 1 when given, got {train_batch_size}")
+        for name, size in (("train_batch_size", train_batch_size), ("rollout_batch_size", rollout_batch_size)):
+            if size is not None and size < 1:
+                raise ValueError(f"{name} must be at least 1 when given, got {size}")
         if not callable(reward):
             raise ValueError(f"reward must be callable on reward samples (FromCritic, an ImageReward), got {reward!r}")
         # The models and the reward are objects (saved as weights, or not at all); the settings are the hparams.
@@ -128,6 +132,7 @@ class PolicyRLTask(pl.LightningModule):
         self.optimizer_settings = optimizer
         self.grad_clip = grad_clip
         self.train_batch_size = train_batch_size
+        self.rollout_batch_size = rollout_batch_size
         self.advantage_settings = advantages
         self.evaluation = evaluation
         self.grid_every = grid_every
@@ -150,7 +155,7 @@ class PolicyRLTask(pl.LightningModule):
         self.policy.eval()
         rollout = self.policy.sample(
             prompts, self.rollout_settings, group_size=self.group_size, seeds=seeds, sources=sources,
-            role=self.algorithm.rollout_role,
+            role=self.algorithm.rollout_role, batch_size=self.rollout_batch_size,
         )  # fmt: skip
         rolled = time.perf_counter()
         scored = self._score(rollout, batch, sources)
@@ -306,7 +311,9 @@ class PolicyRLTask(pl.LightningModule):
         sources = [p.source for p in batch] if any(getattr(p, "source", None) is not None for p in batch) else None
         per_prompt = self.evaluation.images_per_prompt
         seeds = [sample_seed(self.evaluation.seed, "eval", p.key, k) for p in batch for k in range(per_prompt)]
-        rollout = self.policy.sample(prompts, settings, group_size=per_prompt, seeds=seeds, sources=sources)
+        rollout = self.policy.sample(
+            prompts, settings, group_size=per_prompt, seeds=seeds, sources=sources, batch_size=self.rollout_batch_size
+        )
         scored = self._score(rollout, batch, sources)
         if write_grid and self.global_rank == 0:
             self._write_grid(f"eval_step{self.global_step:06d}", rollout, scored, prompts)
