@@ -61,18 +61,21 @@ class ShapesWorldJudge(Critic):
             # counted under the shared category of answers without a score; the rest says why
             return Verdict.invalid(request.dimension, f"{NO_SCORE}: {err}")
 
-    def _read(self, image_name: str, request: JudgeRequest, **kwargs: object) -> SceneReading:
+    def _read(
+        self, image_name: str, request: JudgeRequest, exact_colours: bool = False, **kwargs: object
+    ) -> SceneReading:
         image = request.source if image_name == "source" else request.image
         assert image is not None
         reading = read_scene(image, **kwargs)  # type: ignore[arg-type]
-        problems = reading.reasons()
+        problems = reading.reasons(exact_colours)
         if problems and self.strict:
             raise Unreadable(f"cannot read the {image_name} image: {'; '.join(problems)}")
         return reading
 
     def _edit(self, request: JudgeRequest) -> Verdict:
-        source = self._read("source", request)
-        edited = self._read("edited", request, priors=source.scene.shapes)
+        # An edit compares colours between two readings, so a fill read only as seen would count as a new shade.
+        source = self._read("source", request, exact_colours=True)
+        edited = self._read("edited", request, exact_colours=True, priors=source.scene.shapes)
         ops = instruction_ops(request.text, source.scene)
         case = judge_edit(source.scene, edited.scene, ops, request.text).case
         if request.dimension == "execution":

@@ -35,10 +35,18 @@ ANGLES = tuple(float(a) for a in range(-15, 16, 3))
 POOR_FIT = 0.25
 #: A stretch within this share of 1 is read as none (small shapes' moments are a few pixels' worth).
 ROUND = 0.12
+#: Share of a prior shape's area that must be missing before it is read as partly cut away (ShapesWorld cuts half).
+MIN_CUT_AREA = 0.12
 #: Largest grey tint and tone shift (in levels) the background model explains.
 MAX_TINT, MAX_SHIFT = 20, 20
 #: Mean difference (levels) under which a fill is read as an opaque palette colour, shade or tint.
 OPAQUE_FIT = 4.0
+#: Median coverage of a shape's core pixels above which their mix with the background is read as blur at the edge of
+#: an opaque fill; ShapesWorld's translucent fills are at most 0.6 opaque.
+OPAQUE_COVER = 0.9
+#: Largest coverage read at a blurred or resampled fill's pixels: a resampler's ringing past the fill colour. Below
+#: what would read black as its near shade (1.26 over the lightest background).
+OVERSHOOT = 1.15
 
 
 class Unreadable(ValueError):
@@ -54,12 +62,15 @@ class ShapeReading:
         residual: share of the shape's coverage the best outline does not explain (0 is a perfect fit).
         colour_residual: mean per-channel difference (levels) between the fill and the fitted colour model.
         pixels: pixels in the shape's component.
+        palette: whether a ShapesWorld fill (palette colour, near shade or tint, at some opacity) explains the fill;
+            when none does, the colour is read as seen, named after the nearest palette colour.
     """
 
     shape: Shape
     residual: float
     colour_residual: float
     pixels: int
+    palette: bool = True
 
     @property
     def poor(self) -> bool:
@@ -85,14 +96,27 @@ class SceneReading:
     background_error: float
     noise: float
 
-    def reasons(self) -> list[str]:
-        """Why this reading should not be trusted, one line per problem (empty when it is sound)."""
+    def reasons(self, exact_colours: bool = False) -> list[str]:
+        """Why this reading should not be trusted, one line per problem (empty when it is sound).
+
+        Args:
+            exact_colours: also distrust a fill that no ShapesWorld fill explains. Its colour is read as seen, a few
+                levels off its palette colour under blur, resampling or compression, which an edit's comparison of
+                two readings would count as a changed shade.
+        """
         out = [
             f"shape {i} ({r.shape.colour} {r.shape.kind}) does not match any ShapesWorld outline "
             f"({r.residual:.0%} of it unexplained)"
             for i, r in enumerate(self.shapes)
             if r.poor
         ]
+        if exact_colours:
+            out += [
+                f"the fill {r.shape.shade} of shape {i} ({r.shape.colour} {r.shape.kind}) is no ShapesWorld colour, "
+                f"shade or tint ({r.colour_residual:.0f} levels off the nearest)"
+                for i, r in enumerate(self.shapes)
+                if not r.palette
+            ]
         if self.background_error > 12:
             out.append(f"the background differs from a ShapesWorld background by {self.background_error:.0f} levels")
         return out
@@ -323,6 +347,7 @@ class _Fill:
     alpha: float
     residual: float
     rgb: np.ndarray  # the fill colour as drawn (before the tone shift)
+    palette: bool = True  # False: no ShapesWorld fill explains it, ``rgb`` is the colour as seen
 
 
 def _palette_candidates() -> list[tuple[str, RGB | None, RGB]]:
@@ -335,6 +360,22 @@ def _palette_candidates() -> list[tuple[str, RGB | None, RGB]]:
 
 _PALETTE = _palette_candidates()
 _TINTS = [(a, blend(COLOURS[a], COLOURS[b], 0.25)) for a in COLOURS for b in COLOURS if a != b]
+
+
+def _opaque_residual(obs: np.ndarray, under: np.ndarray, rgb: np.ndarray) -> float:
+    """Mean difference (levels) between ``obs`` and an opaque fill ``rgb`` that may be mixed with the background.
+
+    A blurred or resampled image mixes even a shape's most covered pixels a little with what surrounds it, which
+    moves them off the fill colour along the line toward the background (and a sharpening resampler such as bicubic
+    overshoots past it, by up to ``OVERSHOOT``). Each pixel is therefore explained as the fill covering some share
+    of it; when most pixels are nearly covered (at least ``OPAQUE_COVER``) that is the residual, else the fill is
+    taken as covering them whole (an evenly faint fill is a translucent one, not a blur).
+    """
+    e = rgb - under
+    c = np.clip(((obs - under) * e).sum(axis=1) / np.maximum((e * e).sum(axis=1), 1.0), 0.0, OVERSHOOT)
+    if float(np.median(c)) >= OPAQUE_COVER:
+        return float(np.abs(under + c[:, None] * e - obs).mean())
+    return float(np.abs(rgb - obs).mean())
 
 
 def _fit_fill(obs: np.ndarray, under: np.ndarray, under_plain: np.ndarray, tone: float) -> _Fill:
@@ -352,7 +393,7 @@ def _fit_fill(obs: np.ndarray, under: np.ndarray, under_plain: np.ndarray, tone:
     shift = round(18 * tone)
     opaque = min(
         (
-            (float(np.abs(_shift(np.array(rgb, dtype=np.float32), shift) - obs).mean()), name, shade, rgb)
+            (_opaque_residual(obs, under, _shift(np.array(rgb, dtype=np.float32), shift)), name, shade, rgb)
             for name, shade, rgb in [*_PALETTE, *((name, rgb, rgb) for name, rgb in _TINTS)]
         ),
         key=lambda c: c[0],
@@ -381,7 +422,7 @@ def _fit_fill(obs: np.ndarray, under: np.ndarray, under_plain: np.ndarray, tone:
         res, name, _, _ = opaque
         seen = np.median(obs, axis=0) - np.array([shift, 0, -shift], dtype=np.float32)
         rgb = (round(float(seen[0])), round(float(seen[1])), round(float(seen[2])))
-        return _Fill(name, rgb, 1.0, res, np.array(rgb, dtype=np.float32))
+        return _Fill(name, rgb, 1.0, res, np.array(rgb, dtype=np.float32), palette=False)
     if best.alpha > 0.93:
         best = replace(best, alpha=1.0)
     return best
@@ -430,7 +471,7 @@ def _read_shape(
             if cut is not None and (cut[1] < residual or cut[1] < POOR_FIT / 2):
                 shape, residual = cut
     shape = replace(shape, colour=fill.colour, shade=fill.shade, alpha=round(fill.alpha, 3))
-    return ShapeReading(shape, residual, fill.residual, len(ys))
+    return ShapeReading(shape, residual, fill.residual, len(ys), fill.palette)
 
 
 def _erode(mask: np.ndarray) -> np.ndarray:
@@ -545,8 +586,12 @@ def _fit_outline(cover: np.ndarray, origin: tuple[int, int], size: int, mine: np
 
 
 def _fit_cut(cover: np.ndarray, origin: tuple[int, int], size: int, prior: Shape) -> tuple[Shape, float] | None:
-    """``prior`` in its place with its right side cut away where the covered pixels end; None if it is elsewhere."""
+    """``prior`` in its place with its right side cut away where the covered pixels end; None if it is elsewhere,
+    or if no more of it is missing than a blur or a resampling shaves off its corners."""
     h, w = cover.shape
+    # Blur spreads coverage but keeps its sum: a cut shows as area gone, a softened corner does not.
+    if float(cover.sum()) > (1 - MIN_CUT_AREA) * _area(replace(prior, erase=0.0), size):
+        return None
     cols = np.nonzero(cover.max(axis=0) > 0.5)[0]
     rows = np.nonzero(cover.max(axis=1) > 0.5)[0]
     if not len(cols):
@@ -566,6 +611,13 @@ def _fit_cut(cover: np.ndarray, origin: tuple[int, int], size: int, prior: Shape
         if best is None or err < best[1]:
             best = (shape, err)
     return best
+
+
+def _area(shape: Shape, size: int) -> float:
+    """The pixels' worth of coverage ``shape`` draws in an image of side ``size``."""
+    reach = math.ceil(shape.r * size * max(shape.aspect, 1 / shape.aspect) * 1.5) + 2
+    origin = (math.floor(shape.x * size) - reach, math.floor(shape.y * size) - reach)
+    return float(coverage(shape, size, origin, (2 * reach + 1, 2 * reach + 1)).sum())
 
 
 def _fill_holes(cover: np.ndarray) -> np.ndarray:

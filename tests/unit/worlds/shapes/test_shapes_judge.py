@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from firm import plugins
 from firm.critics.base import JudgeRequest
@@ -112,6 +112,53 @@ def test_the_registered_judge_agrees_with_shapesworld_on_its_own_samples(judge, 
             # the judge may refuse a degraded image; it may never refuse a clean one
             assert dimension == "instruction" and sample.provenance["sub_scores"] != [5, 5, 5], verdict
     assert sum(v.valid for v in verdicts) >= 0.85 * len(verdicts)
+
+
+def _blur(img: Image.Image) -> Image.Image:
+    return img.filter(ImageFilter.GaussianBlur(0.5))
+
+
+def _upscale(img: Image.Image) -> Image.Image:
+    return img.resize((img.width * 2, img.height * 2), Image.Resampling.BICUBIC)
+
+
+def _channel_shift(img: Image.Image) -> Image.Image:  # not a ShapesWorld tone: no fill is a palette colour any more
+    arr = np.asarray(img, dtype=np.int16) + np.array([4, -2, 0], dtype=np.int16)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+# Edits once given a valid but wrong verdict (benchmarks/shapes_judge.py -n 60, its perturbations): blurred fills read
+# as off-palette shades (a resize read as one shape gone and another come), resampled corners read as cuts, and
+# fills read only as seen compared as changed shades.
+@pytest.mark.parametrize(
+    ("dimension", "index", "change"),
+    [
+        ("execution", 8, _blur),
+        ("execution", 47, _blur),
+        ("execution", 56, _blur),
+        ("consistency", 35, _blur),
+        ("consistency", 47, _blur),
+        ("execution", 34, _upscale),
+        ("consistency", 24, _upscale),
+        ("consistency", 53, _upscale),
+        ("consistency", 35, _channel_shift),
+    ],
+)
+def test_a_blurred_or_resampled_edit_is_judged_right_or_refused(judge, dimension: str, index: int, change) -> None:
+    world = ShapesWorld(size=64, split="test")
+    sample = world.sample(dimension, index, world.targets(dimension, 60)[index])
+    request = JudgeRequest(dimension, sample.text, change(sample.image), change(sample.source))
+    verdict = judge.judge([request])[0]
+    assert verdict.score in (None, sample.score), verdict.reasoning
+
+
+def test_a_blurred_fill_is_read_as_its_palette_colour_and_a_resampled_corner_is_not_a_cut() -> None:
+    shapes = (Shape(0, "star", "red", 0.3, 0.3, 0.075, -4.0), Shape(1, "diamond", "blue", 0.6, 0.65, 0.075, 9.0))
+    source = read_scene(_blur(render(Scene(_bg(), shapes), 64)))
+    assert [(s.colour, s.shade) for s in source.scene.shapes] == [("red", None), ("blue", None)]
+    assert all(r.palette for r in source.shapes) and source.reasons(exact_colours=True) == []
+    edited = read_scene(_upscale(render(Scene(_bg(), shapes), 64)), priors=source.scene.shapes)
+    assert [s.erase for s in edited.scene.shapes] == [0.0, 0.0]
 
 
 def test_text_outside_the_grammar_and_unreadable_images_give_invalid_verdicts(judge) -> None:
