@@ -26,6 +26,8 @@ SAME_SIZE = 1.06  # radius ratio
 SAME_ALPHA = 0.06
 SAME_FORM = 1.12  # stretch ratio
 SAME_CUT = 0.08
+#: A clear move counts as the opposite one only this close to straight back (cosine to the asked direction).
+OPPOSITE_COSINE = -0.97
 
 
 @dataclass(frozen=True)
@@ -213,9 +215,14 @@ def _move(op: Move, old: Shape, got: Shape | None) -> F:
     if in_region(op.region, got.x, got.y):
         # ShapesWorld's near miss stops 0.09 short; a full move lands on the spot
         return F.FULL if math.hypot(got.x - op.dest[0], got.y - op.dest[1]) < 0.045 else F.SUBTLE
-    if dx * (op.dest[0] - old.x) + dy * (op.dest[1] - old.y) < 0:
+    wanted_x, wanted_y = op.dest[0] - old.x, op.dest[1] - old.y
+    moved = math.hypot(dx, dy)
+    cosine = (dx * wanted_x + dy * wanted_y) / max(moved * math.hypot(wanted_x, wanted_y), 1e-9)
+    # ShapesWorld's opposite move goes straight back along the line; a clear move elsewhere, even partly backwards,
+    # is a wrong one. A small step backwards is still the opposite of what was asked.
+    if cosine < 0 and (moved < 0.8 * MIN_MOVE or cosine < OPPOSITE_COSINE):
         return F.OPPOSITE
-    return F.WRONG if math.hypot(dx, dy) >= 0.8 * MIN_MOVE else F.VAGUE
+    return F.WRONG if moved >= 0.8 * MIN_MOVE else F.VAGUE
 
 
 def _resize(op: Resize, old: Shape, got: Shape | None) -> F:

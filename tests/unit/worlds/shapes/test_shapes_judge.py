@@ -212,3 +212,14 @@ def test_an_edit_whose_target_is_not_found_gets_a_verdict_not_an_exception(judge
 
     (verdict,) = judge.judge([JudgeRequest("execution", sample.text, up(sample.image), up(sample.source))])
     assert verdict.score in (None, sample.score)
+
+
+def test_a_wrong_move_partly_backwards_is_wrong_not_opposite(judge) -> None:
+    # ShapesWorld's WRONG move lands anywhere outside the asked region, here at the bottom left for "upper right";
+    # its OPPOSITE move goes straight back along the line. The judge once called any backward move opposite (1).
+    from firm.critics.base import JudgeRequest
+
+    sample = ShapesWorld(size=64, split="bench").sample("execution", 13, score=3)
+    assert sample.text == "Shift the triangle to the upper right corner."
+    (verdict,) = judge.judge([JudgeRequest("execution", sample.text, sample.image, sample.source)])
+    assert verdict.score == 3 and "bottom left instead of the top right" in verdict.reasoning
