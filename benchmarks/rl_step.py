@@ -94,9 +94,15 @@ class StepClock(pl.Callback):
 def _policy(size: str, dtype: str) -> SD3Generator:
     if size == "tiny":
         return SD3Generator(tiny=TinySD3(width=64, heads=4, layers=4), dtype=dtype)
-    from diffusers import SD3Transformer2DModel
+    from diffusers import AutoencoderKL, SD3Transformer2DModel
 
     pipeline = build_tiny_sd3(TinySD3(latent_channels=16, colour_vae=False))
+    # A VAE that downsamples by 8 like SD3.5's, so that the transformer sees SD3.5's token count (4096 at 512 px).
+    pipeline.vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 8, 8), latent_channels=16, layers_per_block=1, norm_num_groups=4,
+    )  # fmt: skip
+    pipeline.vae_scale_factor = 8
     # SD3.5-Medium's MM-DiT: 24 blocks, 24 heads of 64, joint attention 4096, pooled 2048, 16 latent channels.
     pipeline.transformer = SD3Transformer2DModel(
         sample_size=64, patch_size=2, in_channels=16, out_channels=16, num_layers=24, attention_head_dim=64,
