@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageFilter
 
 from firm.worlds.shapes.degrade import (
     _BLUR,
@@ -37,8 +37,9 @@ from firm.worlds.shapes.degrade import (
     Degradation,
     apply_pixels,
 )
-from firm.worlds.shapes.read import UPRIGHT, SceneReading
-from firm.worlds.shapes.render import _paint, outline_points, render, supersample
+from firm.worlds.shapes.outline import UPRIGHT, coverage
+from firm.worlds.shapes.read import SceneReading
+from firm.worlds.shapes.render import outline_points, render, supersample
 from firm.worlds.shapes.scene import COLOURS, GAP, KINDS, SIZES, Scene, Shape
 
 #: Rotations tried for the kinds ShapesWorld rotates (``scene.random_shape`` draws them within +-12 degrees).
@@ -113,15 +114,11 @@ def _unit_template(kind: str, sid: int, damage: float, angle: float) -> tuple[fl
 
 def _draw(shape: Shape, size: int, origin: tuple[int, int], box: tuple[int, int], blur: float) -> np.ndarray:
     """Coverage (0-1) of ``shape`` over a box, drawn as the renderer draws it and blurred like the image."""
-    ss = supersample(size)
-    canvas = size * ss
-    moved = replace(shape, x=shape.x - origin[0] / size, y=shape.y - origin[1] / size)
-    img = Image.new("L", (box[0] * ss, box[1] * ss), 0)
-    width = max(1, round(shape.r * canvas * 0.22)) if shape.outline else 0
-    _paint(ImageDraw.Draw(img), moved, canvas, 255, width, shape.kind == "circle" and shape.broken == 0)
-    img = img.reduce(ss)
-    if blur:
-        img = img.filter(ImageFilter.GaussianBlur(blur))
+    cover = coverage(shape, size, origin, box)
+    if not blur:
+        return cover
+    # coverage is an 8-bit picture / 255: blurred as that picture, as the image was
+    img = Image.fromarray(np.round(cover * 255).astype(np.uint8), "L").filter(ImageFilter.GaussianBlur(blur))
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
