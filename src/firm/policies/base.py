@@ -17,9 +17,10 @@ Shapes: ``B`` samples, ``X`` the latent dims of one sample (``C, h, w`` for SD3)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -28,14 +29,17 @@ from PIL import Image
 from torch import Tensor, nn
 
 from firm.algorithms import ema_update_
+from firm.critics.hf import resolve_dtype
 from firm.policies.samplers import SAMPLERS, Sampler, SamplerState, per_sample_noise, sampler_for
 from firm.training.lora import LoraSettings
 
-__all__ = ["ROLES", "Condition", "Policy", "Rollout", "RolloutSettings", "to_pil"]
+__all__ = ["MMDIT_ATTENTION", "ROLES", "Condition", "Policy", "Rollout", "RolloutSettings", "to_pil"]
 
 #: The LoRA roles of a policy.
 ROLES = ("train", "old", "reference")
 Role = Literal["train", "old", "reference"]
+#: The attention projections of both streams of an MM-DiT (SD3, Qwen-Image): FIRM's LoRA targets (r 32, alpha 64).
+MMDIT_ATTENTION = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 #: Adapter names of the ``train`` and ``old`` roles inside the peft-wrapped transformer.
 TRAIN_ADAPTER, OLD_ADAPTER = "trained", "old"
 
@@ -150,9 +154,7 @@ class Policy(nn.Module, ABC):
     """
 
     #: Module names (suffixes) that get LoRA by default: the family's attention projections.
-    lora_targets: ClassVar[tuple[str, ...]] = ()
-    #: Entry-point group the family registers in (``firm.generators`` or ``firm.editors``).
-    kind: ClassVar[str] = "generator"
+    lora_targets: ClassVar[tuple[str, ...]] = MMDIT_ATTENTION
     #: The family's tiny-model settings class (``TinySD3``...), to rebuild a tiny policy from a checkpoint.
     tiny_settings: ClassVar[type | None] = None
 
@@ -163,6 +165,49 @@ class Policy(nn.Module, ABC):
         self.lora: LoraSettings | None = None
         #: Where the base weights came from (``model``, ``revision``, ``tiny`` settings as a dict), for exports.
         self.source: dict[str, Any] = {}
+        self._pipeline: Any = None
+        self._warned_truncation = False
+
+    @property
+    def pipeline(self) -> Any:
+        """The diffusers pipeline whose components this policy uses (its transformer carries the adapters)."""
+        return self._pipeline
+
+    def _pipeline_from(
+        self,
+        pipeline: Any,
+        *,
+        model: str,
+        tiny: Any,
+        dtype: str,
+        revision: str | None,
+        build_tiny: Callable[[Any], Any],
+        pipeline_class: str,
+    ) -> Any:
+        """A family's pipeline: the one given, else the tiny one built from ``tiny``, else diffusers'
+        ``pipeline_class`` loaded from ``model`` (a hub id or folder; no code from the repository is run), with
+        weights in ``dtype``. Records :attr:`source` for the ones it builds or loads.
+
+        Raises:
+            ValueError: for an unknown dtype.
+            OSError: when the model cannot be found (diffusers' message, which names the id).
+        """
+        if pipeline is not None:
+            return pipeline
+        self.source = {
+            "model": None if tiny is not None else model,
+            "revision": revision,
+            "tiny": None if tiny is None else dataclasses.asdict(tiny),
+        }
+        torch_dtype = resolve_dtype(dtype, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        if tiny is not None:
+            built = build_tiny(tiny)
+            if torch_dtype != torch.float32:
+                built.to(dtype=torch_dtype)
+            return built
+        import diffusers
+
+        return getattr(diffusers, pipeline_class).from_pretrained(model, dtype=torch_dtype, revision=revision)
 
     @classmethod
     def from_source(cls, source: Mapping[str, Any], dtype: str = "float32") -> Policy:
@@ -372,16 +417,6 @@ class Policy(nn.Module, ABC):
         marker = f".{adapter}."
         return [p for name, p in self.transformer.named_parameters() if "lora_" in name and marker in name]
 
-    def adapter_state(self, adapter: str = TRAIN_ADAPTER) -> dict[str, Tensor]:
-        """One adapter's weights under the transformer's module names, adapter name removed (peft's layout, which
-        diffusers' ``save_lora_weights`` takes)."""
-        marker = f".{adapter}."
-        return {
-            name.replace(marker, "."): p.detach().clone()
-            for name, p in self.transformer.named_parameters()
-            if "lora_" in name and marker in name
-        }
-
     def update_old(self, decay: float) -> None:
         """``old <- decay * old + (1 - decay) * train`` (DiffusionNFT's soft update)."""
         self._check_adapters()
@@ -424,9 +459,7 @@ class Policy(nn.Module, ABC):
         self._check_adapters()
         cls = type(self)
         family = f"{cls.__module__}.{cls.__qualname__}"
-        meta = policy_meta(getattr(self, "pipeline", None), self.lora, getattr(self, "model_name", ""), family)
-        meta["source"] = dict(self.source)
-        return meta
+        return policy_meta(self.pipeline, self.lora, self.source, family)
 
     def _check_adapters(self) -> None:
         if self.lora is None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from firm.critics.hf import resolve_dtype
 from firm.errors import InputError
 
 __all__ = ["LORA_FILE", "policy_meta", "write_lora", "write_merged"]
@@ -23,16 +24,16 @@ __all__ = ["LORA_FILE", "policy_meta", "write_lora", "write_merged"]
 #: The file diffusers' ``load_lora_weights`` looks for in a folder.
 LORA_FILE = "pytorch_lora_weights.safetensors"
 _PREFIX = "policy.transformer."
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def policy_meta(pipeline: Any, lora: Any, model: str, family: str) -> dict[str, Any]:
-    """What a checkpoint keeps to export a policy's adapter: the pipeline class, the LoRA settings, the base model."""
+def policy_meta(pipeline: Any, lora: Any, source: Mapping[str, Any], family: str) -> dict[str, Any]:
+    """What a checkpoint keeps to export a policy's adapter: the pipeline class, the LoRA settings, and where the
+    base model came from (:attr:`~firm.policies.Policy.source`, for merging)."""
     cls = type(pipeline)
     return {
         "pipeline": f"{cls.__module__}.{cls.__qualname__}",
         "family": family,
-        "model": model,
+        "source": dict(source),
         "lora": {"r": lora.r, "alpha": lora.alpha, "target_modules": list(lora.target_modules)},
     }
 
@@ -59,7 +60,8 @@ def write_lora(state: Mapping[str, torch.Tensor], meta: Mapping[str, Any], out: 
     if not weights:
         raise InputError("the checkpoint holds no trained policy adapter (no policy.transformer.*.lora_*.trained.*)")
     if dtype is not None:
-        weights = {k: v.to(_DTYPES[dtype]) for k, v in weights.items()}
+        torch_dtype = resolve_dtype(dtype, torch.device("cpu"))
+        weights = {k: v.to(torch_dtype) for k, v in weights.items()}
     lora = meta["lora"]
     config = {
         "r": int(lora["r"]),

@@ -13,7 +13,6 @@ Shapes: ``B`` samples, ``C`` latent channels, ``h, w`` latent height and width, 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -24,7 +23,6 @@ from PIL import Image
 from torch import Tensor
 
 from firm.policies.base import Condition, Policy, RolloutSettings
-from firm.policies.sd3 import _dtype, load_pipeline
 from firm.policies.tiny import TinyQwenImage, build_tiny_qwen_image
 
 __all__ = ["QwenImageGenerator", "pack", "unpack"]
@@ -67,18 +65,7 @@ class QwenImageGenerator(Policy):
         ValueError: for an unknown dtype or a ``max_sequence_length`` outside 1..1024.
     """
 
-    # The attention projections of both streams (FIRM's LoRA targets; the MLPs stay frozen).
     tiny_settings: ClassVar[type | None] = TinyQwenImage
-    lora_targets: ClassVar[tuple[str, ...]] = (
-        "to_q",
-        "to_k",
-        "to_v",
-        "to_out.0",
-        "add_q_proj",
-        "add_k_proj",
-        "add_v_proj",
-        "to_add_out",
-    )
 
     def __init__(
         self,
@@ -92,22 +79,10 @@ class QwenImageGenerator(Policy):
         super().__init__()
         if not 1 <= max_sequence_length <= _MAX_TEXT_TOKENS:
             raise ValueError(f"max_sequence_length must be in 1..{_MAX_TEXT_TOKENS}, got {max_sequence_length}")
-        if pipeline is None:
-            self.source = {
-                "model": None if tiny is not None else model,
-                "revision": revision,
-                "tiny": None if tiny is None else dataclasses.asdict(tiny),
-            }
-        if pipeline is None:
-            if tiny is not None:
-                pipeline = build_tiny_qwen_image(tiny)
-                if dtype != "float32":
-                    pipeline.to(dtype=_dtype(dtype))
-            else:
-                from diffusers import QwenImagePipeline
-
-                pipeline = load_pipeline(QwenImagePipeline, model, dtype, revision)
-        self.model_name = "tiny" if tiny is not None else model
+        pipeline = self._pipeline_from(
+            pipeline, model=model, tiny=tiny, dtype=dtype, revision=revision, build_tiny=build_tiny_qwen_image,
+            pipeline_class="QwenImagePipeline",
+        )  # fmt: skip
         self.max_sequence_length = max_sequence_length
         # Modules as attributes, so that Lightning moves them and counts them; the pipeline object is kept (outside
         # the module tree) for its prompt encoding.
@@ -117,12 +92,6 @@ class QwenImageGenerator(Policy):
         self.requires_grad_(False)
         self.eval()
         self._pipeline = pipeline
-        self._warned_truncation = False
-
-    @property
-    def pipeline(self) -> Any:
-        """The diffusers pipeline whose components this policy uses (its transformer carries the adapters)."""
-        return self._pipeline
 
     # -- conditioning -------------------------------------------------------------------------------------------
 

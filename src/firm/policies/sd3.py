@@ -8,7 +8,6 @@ rollouts follow.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
@@ -20,7 +19,7 @@ from torch import Tensor
 from firm.policies.base import Condition, Policy, RolloutSettings
 from firm.policies.tiny import TinySD3, build_tiny_sd3
 
-__all__ = ["SD3Generator", "load_pipeline"]
+__all__ = ["SD3Generator"]
 
 log = logging.getLogger(__name__)
 _PIPELINE_LOGGER = "diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3"
@@ -39,26 +38,6 @@ def _quiet(name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _dtype(name: str) -> torch.dtype:
-    if name not in _DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {name!r}")
-    return _DTYPES[name]
-
-
-def load_pipeline(pipeline_class: Any, model: str, dtype: str, revision: str | None = None) -> Any:
-    """``pipeline_class.from_pretrained(model)`` (a hub id or a local folder) with weights in ``dtype``; never runs
-    code from the model's repository.
-
-    Raises:
-        ValueError: for an unknown dtype.
-        OSError: when the model cannot be found (diffusers' message, which names the id).
-    """
-    return pipeline_class.from_pretrained(model, dtype=_dtype(dtype), revision=revision)
-
-
 class SD3Generator(Policy):
     """An SD3 / SD3.5 text-to-image policy.
 
@@ -73,16 +52,6 @@ class SD3Generator(Policy):
     """
 
     tiny_settings: ClassVar[type | None] = TinySD3
-    lora_targets: ClassVar[tuple[str, ...]] = (
-        "to_q",
-        "to_k",
-        "to_v",
-        "to_out.0",
-        "add_q_proj",
-        "add_k_proj",
-        "add_v_proj",
-        "to_add_out",
-    )
 
     def __init__(
         self,
@@ -94,22 +63,10 @@ class SD3Generator(Policy):
         pipeline: Any = None,
     ) -> None:
         super().__init__()
-        if pipeline is None:
-            self.source = {
-                "model": None if tiny is not None else model,
-                "revision": revision,
-                "tiny": None if tiny is None else dataclasses.asdict(tiny),
-            }
-        if pipeline is None:
-            if tiny is not None:
-                pipeline = build_tiny_sd3(tiny)
-                if dtype != "float32":
-                    pipeline.to(dtype=_dtype(dtype))
-            else:
-                from diffusers import StableDiffusion3Pipeline
-
-                pipeline = load_pipeline(StableDiffusion3Pipeline, model, dtype, revision)
-        self.model_name = "tiny" if tiny is not None else model
+        pipeline = self._pipeline_from(
+            pipeline, model=model, tiny=tiny, dtype=dtype, revision=revision, build_tiny=build_tiny_sd3,
+            pipeline_class="StableDiffusion3Pipeline",
+        )  # fmt: skip
         if max_sequence_length is None:
             t5_tokenizer = pipeline.tokenizer_3
             max_sequence_length = min(256, t5_tokenizer.model_max_length) if t5_tokenizer is not None else 256
@@ -124,12 +81,6 @@ class SD3Generator(Policy):
         self.requires_grad_(False)
         self.eval()
         self._pipeline = pipeline
-        self._warned_truncation = False
-
-    @property
-    def pipeline(self) -> Any:
-        """The diffusers pipeline whose components this policy uses (its transformer carries the adapters)."""
-        return self._pipeline
 
     def encode(
         self, prompts: Sequence[str], sources: Sequence[Image.Image] | None, settings: RolloutSettings

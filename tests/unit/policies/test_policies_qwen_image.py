@@ -1,5 +1,5 @@
-"""The Qwen-Image policy on a tiny real QwenImagePipeline: sampling, seeds, the pipeline's schedule, LoRA roles,
-log-probs and the LoRA export that diffusers loads."""
+"""The Qwen-Image policy on a tiny real QwenImagePipeline: sampling, seeds, the pipeline's schedule, true CFG and the
+LoRA export that diffusers loads (LoRA roles and log-probs: test_policies_roles.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from policy_support import perturb_trained
 
-from firm.algorithms import sde_step_logprob
 from firm.policies import QwenImageGenerator, RolloutSettings, TinyQwenImage, build_tiny_qwen_image
 from firm.policies.export import LORA_FILE, write_lora
 from firm.policies.qwen_image import pack, unpack
@@ -20,13 +20,6 @@ SMALL = RolloutSettings(height=32, width=32, num_steps=4, sampler="euler")
 @pytest.fixture(scope="module")
 def policy() -> QwenImageGenerator:
     return QwenImageGenerator(tiny=TinyQwenImage())
-
-
-def _perturb_trained(policy: QwenImageGenerator, seed: int = 0) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in policy.adapter_parameters():
-            param.add_(0.05 * torch.randn(param.shape, generator=generator))
 
 
 def test_packing_matches_the_pipeline_and_round_trips() -> None:
@@ -92,49 +85,6 @@ def test_true_cfg_keeps_each_tokens_conditional_norm(policy: QwenImageGenerator)
         policy.velocity(x, t, policy.encode(["a red circle"], None, SMALL), 4.0)
 
 
-def test_lora_roles_answer_as_trained_old_and_reference() -> None:
-    policy = QwenImageGenerator(tiny=TinyQwenImage(seed=1))
-    x, t = torch.randn(2, 4, 4, 4), torch.tensor(0.6)
-    condition = policy.encode(["a red circle", "blue"], None, SMALL)
-    with torch.no_grad():
-        base = policy.velocity(x, t, condition)
-    policy.add_adapters()
-    trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
-    assert trainable and all(".lora_" in n and ".trained." in n for n in trainable)
-    targeted = {n.split(".lora_")[0].rsplit(".attn.", 1)[1] for n in trainable}
-    assert targeted == set(QwenImageGenerator.lora_targets)
-    _perturb_trained(policy)
-    with torch.no_grad():
-        trained = policy.velocity(x, t, condition)
-        with policy.role("old"):
-            old = policy.velocity(x, t, condition)
-        with policy.role("reference"):
-            reference = policy.velocity(x, t, condition)
-    torch.testing.assert_close(old, base)  # old started as the zero-initialised adapter: the base model
-    torch.testing.assert_close(reference, base)
-    assert (trained - base).abs().max() > 1e-4
-    # Switching roles leaves exactly the trained adapter trainable.
-    assert {n for n, p in policy.named_parameters() if p.requires_grad} == trainable
-    policy.update_old(0.0)  # old <- trained
-    with torch.no_grad(), policy.role("old"):
-        torch.testing.assert_close(policy.velocity(x, t, condition), trained)
-
-
-def test_sde_rollout_log_probs_recompute_exactly(policy: QwenImageGenerator) -> None:
-    sde = RolloutSettings(height=32, width=32, num_steps=3, sampler="sde", noise_level=0.7)
-    rollout = policy.sample(["a red circle", "blue"], sde, group_size=2, seeds=[1, 2, 3, 4])
-    assert rollout.trajectory is not None and rollout.log_probs is not None
-    assert rollout.log_probs.shape == (4, 3) and rollout.trajectory.shape[:2] == (4, 4)
-    with torch.no_grad():
-        for j in range(3):
-            t, t_prev = float(rollout.sigmas[j]), float(rollout.sigmas[j + 1])
-            x_t = rollout.trajectory[:, j]
-            v = policy.velocity(x_t, t, rollout.condition)
-            step = sde_step_logprob(x_t, v, t, t_prev, 0.7, prev_sample_BX=rollout.trajectory[:, j + 1])
-            ratio = (step.log_prob - rollout.log_probs[:, j]).exp()
-            assert torch.equal(ratio, torch.ones(4)), ratio
-
-
 def test_the_colour_decoder_shows_latent_channels_as_colours(policy: QwenImageGenerator) -> None:
     latents = torch.zeros(3, 4, 8, 8)
     for colour in range(3):
@@ -150,7 +100,7 @@ def test_exported_lora_gives_diffusers_the_same_images(tmp_path: Path, prompts: 
     pytest.importorskip("peft")
     policy = QwenImageGenerator(tiny=TinyQwenImage(seed=2))
     policy.add_adapters()
-    _perturb_trained(policy, seed=3)
+    perturb_trained(policy, seed=3)
     state = {f"policy.{k}": v for k, v in policy.state_dict().items()}
     meta = policy.export_meta()
     assert meta["pipeline"] == "diffusers.pipelines.qwenimage.pipeline_qwenimage.QwenImagePipeline"

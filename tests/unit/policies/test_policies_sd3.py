@@ -1,5 +1,5 @@
-"""The SD3 policy on a tiny real StableDiffusion3Pipeline: sampling, seeds, LoRA roles, log-probs and the LoRA export
-that diffusers loads."""
+"""The SD3 policy on a tiny real StableDiffusion3Pipeline: sampling, seeds, samplers and the LoRA export that
+diffusers loads (LoRA roles and log-probs: test_policies_roles.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from policy_support import perturb_trained
 
-from firm.algorithms import sde_step_logprob
 from firm.policies import RolloutSettings, SD3Generator, TinySD3, build_tiny_sd3
 from firm.policies.export import LORA_FILE, write_lora
 from firm.policies.samplers import DPM2Sampler, EulerSampler, SamplerState, shifted_sigmas
@@ -19,13 +19,6 @@ SMALL = RolloutSettings(height=32, width=32, num_steps=4, sampler="euler")
 @pytest.fixture(scope="module")
 def policy() -> SD3Generator:
     return SD3Generator(tiny=TinySD3())
-
-
-def _perturb_trained(policy: SD3Generator, seed: int = 0) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in policy.adapter_parameters():
-            param.add_(0.05 * torch.randn(param.shape, generator=generator))
 
 
 def test_same_seeds_same_images_whatever_the_batch(policy: SD3Generator) -> None:
@@ -69,47 +62,6 @@ def test_bad_sizes_and_seed_counts_are_refused(policy: SD3Generator) -> None:
         RolloutSettings(sampler="heun")
 
 
-def test_lora_roles_answer_as_trained_old_and_reference() -> None:
-    policy = SD3Generator(tiny=TinySD3(seed=1))
-    x, t = torch.randn(2, 4, 4, 4), torch.tensor(0.6)
-    condition = policy.encode(["a red circle", "blue"], None, SMALL)
-    with torch.no_grad():
-        base = policy.velocity(x, t, condition)
-    policy.add_adapters()
-    trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
-    assert trainable and all(".lora_" in n and ".trained." in n for n in trainable)
-    _perturb_trained(policy)
-    with torch.no_grad():
-        trained = policy.velocity(x, t, condition)
-        with policy.role("old"):
-            old = policy.velocity(x, t, condition)
-        with policy.role("reference"):
-            reference = policy.velocity(x, t, condition)
-    torch.testing.assert_close(old, base)  # old started as the zero-initialised adapter: the base model
-    torch.testing.assert_close(reference, base)
-    assert (trained - base).abs().max() > 1e-4
-    # Switching roles leaves exactly the trained adapter trainable.
-    assert {n for n, p in policy.named_parameters() if p.requires_grad} == trainable
-    policy.update_old(0.0)  # old <- trained
-    with torch.no_grad(), policy.role("old"):
-        torch.testing.assert_close(policy.velocity(x, t, condition), trained)
-
-
-def test_sde_rollout_log_probs_recompute_exactly(policy: SD3Generator) -> None:
-    sde = RolloutSettings(height=32, width=32, num_steps=3, sampler="sde", noise_level=0.7)
-    rollout = policy.sample(["a red circle", "blue"], sde, group_size=2, seeds=[1, 2, 3, 4])
-    assert rollout.trajectory is not None and rollout.log_probs is not None
-    assert rollout.log_probs.shape == (4, 3) and rollout.trajectory.shape[:2] == (4, 4)
-    with torch.no_grad():
-        for j in range(3):
-            t, t_prev = float(rollout.sigmas[j]), float(rollout.sigmas[j + 1])
-            x_t = rollout.trajectory[:, j]
-            v = policy.velocity(x_t, t, rollout.condition)
-            step = sde_step_logprob(x_t, v, t, t_prev, 0.7, prev_sample_BX=rollout.trajectory[:, j + 1])
-            ratio = (step.log_prob - rollout.log_probs[:, j]).exp()
-            assert torch.equal(ratio, torch.ones(4)), ratio
-
-
 def test_a_saved_pipeline_folder_loads_as_the_same_policy(tmp_path: Path, policy: SD3Generator) -> None:
     build_tiny_sd3(TinySD3()).save_pretrained(tmp_path / "tiny-sd3")
     loaded = SD3Generator(model=str(tmp_path / "tiny-sd3"))
@@ -122,7 +74,7 @@ def test_exported_lora_gives_diffusers_the_same_images(tmp_path: Path) -> None:
     pytest.importorskip("peft")
     policy = SD3Generator(tiny=TinySD3(seed=2))
     policy.add_adapters()
-    _perturb_trained(policy, seed=3)
+    perturb_trained(policy, seed=3)
     state = {f"policy.{k}": v for k, v in policy.state_dict().items()}
     out = write_lora(state, policy.export_meta(), tmp_path / "lora")
     assert (out / LORA_FILE).is_file()
