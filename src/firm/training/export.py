@@ -19,6 +19,7 @@ task a checkpoint names must be one of firm's own (``firm.*``) unless the checkp
 from __future__ import annotations
 
 import importlib
+import inspect
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -65,7 +66,11 @@ class Exportable(Protocol):
         adapter: bool = False,
         dtype: str | None = None,
     ) -> Path:
-        """Write the model whose weights are ``state`` (this task's state dict) to ``out``; returns ``out``."""
+        """Write the model whose weights are ``state`` (this task's state dict) to ``out``; returns ``out``.
+
+        A task may make this a classmethod when the weights and ``meta`` are all it needs (RL adapters): then
+        :func:`export_checkpoint` calls it on the class instead of rebuilding the task from its hyperparameters.
+        """
         ...
 
 
@@ -189,11 +194,9 @@ def export_checkpoint(
             )
         entry = {"task": _LEGACY_KEYS[legacy], "meta": rest[legacy]}
     task_class = _task_class(str(entry["task"]), checkpoint, trust)
-    from_meta = getattr(task_class, "export_from_meta", None)
-    if from_meta is not None:
-        # Tasks whose export needs only the weights and metadata (RL adapters) skip rebuilding their models.
-        written: Path = from_meta(state, entry["meta"], Path(out), adapter=adapter, dtype=dtype)
-        return written
-    task = task_from_hparams(task_class, rest.get("hyper_parameters", {}))
-    exported: Path = task.export_model(state, entry["meta"], Path(out), adapter=adapter, dtype=dtype)
+    if isinstance(inspect.getattr_static(task_class, "export_model"), classmethod):
+        exporter: Any = task_class  # needs only the weights and the metadata: no task (and no model) is rebuilt
+    else:
+        exporter = task_from_hparams(task_class, rest.get("hyper_parameters", {}))
+    exported: Path = exporter.export_model(state, entry["meta"], Path(out), adapter=adapter, dtype=dtype)
     return exported

@@ -147,8 +147,7 @@ class PolicyRLTask(pl.LightningModule):
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> Tensor:
         step = self.global_step
         rank = self.global_rank
-        prompts = [p.prompt for p in batch]
-        sources = [p.source for p in batch] if any(getattr(p, "source", None) is not None for p in batch) else None
+        prompts, sources = _texts_and_sources(batch)
         seeds = [sample_seed(self.seed, "rollout", step, rank, i) for i in range(len(batch) * self.group_size)]
 
         started = time.perf_counter()
@@ -234,8 +233,7 @@ class PolicyRLTask(pl.LightningModule):
             all_rewards.cpu(), all_keys.cpu(), global_std=settings.global_std, clip=settings.clip, eps=settings.eps,
             skip_uninformative=settings.skip_uninformative, min_std=settings.min_std, max_mean=settings.max_mean,
         )  # fmt: skip
-        rank = self.global_rank if world > 1 else 0
-        mine = slice(rank * len(rewards), (rank + 1) * len(rewards))
+        mine = slice(self.global_rank * len(rewards), (self.global_rank + 1) * len(rewards))
         keep = result.valid & ~(result.uninformative & settings.skip_uninformative)
         stats = {
             "invalid_rate": result.num_invalid / max(len(all_rewards), 1),
@@ -256,13 +254,12 @@ class PolicyRLTask(pl.LightningModule):
         )
         totals: dict[str, float] = {}
         calls, objective = 0, 0.0
+        # Each loss is a weighted sum over its micro-batch (weight 0 drops invalid samples); scaled so, the sum over
+        # micro-batches and timesteps is the mean over all kept samples and trained timesteps.
+        scale = 1.0 / (float(weights.sum().clamp(min=1.0)) * len(steps))
         for start in range(0, count, size):
             index = torch.arange(start, min(start + size, count))
             batch = self._train_batch(rollout, index, advantages, weights, step)
-            # Each loss is a mean over its micro-batch; weight 0 drops invalid samples, and the sum over micro-batches
-            # and timesteps is the mean over all kept samples and trained timesteps.
-            kept = float(weights.sum().clamp(min=1.0))
-            scale = 1.0 / (kept * len(steps))
             for item in self.algorithm.losses(self.policy, batch, steps, scale):
                 self.manual_backward(item.loss)
                 calls += 1
@@ -286,15 +283,19 @@ class PolicyRLTask(pl.LightningModule):
     ) -> TrainBatch:
         rank = self.global_rank
         generators = [torch.Generator().manual_seed(sample_seed(self.seed, "train", step, rank, int(i))) for i in index]
+
+        def rows(tensor: Tensor) -> Tensor:
+            return tensor[index.to(tensor.device)]
+
         return TrainBatch(
-            latents=rollout.latents[index.to(rollout.latents.device)],
+            latents=rows(rollout.latents),
             condition=rollout.condition.select(index),
-            advantages=advantages[index.to(advantages.device)],
+            advantages=rows(advantages),
             sigmas=rollout.sigmas,
             generators=generators,
-            weights=weights[index.to(weights.device)],
-            trajectory=None if rollout.trajectory is None else rollout.trajectory[index.to(rollout.trajectory.device)],
-            log_probs=None if rollout.log_probs is None else rollout.log_probs[index.to(rollout.log_probs.device)],
+            weights=rows(weights),
+            trajectory=None if rollout.trajectory is None else rows(rollout.trajectory),
+            log_probs=None if rollout.log_probs is None else rows(rollout.log_probs),
             guidance_scale=self.rollout_settings.guidance_scale,
         )
 
@@ -307,8 +308,7 @@ class PolicyRLTask(pl.LightningModule):
 
     def _evaluate(self, batch: Sequence[Any], write_grid: bool) -> ScoredBatch:
         settings = dataclasses.replace(self.rollout_settings, sampler=self.evaluation.sampler)
-        prompts = [p.prompt for p in batch]
-        sources = [p.source for p in batch] if any(getattr(p, "source", None) is not None for p in batch) else None
+        prompts, sources = _texts_and_sources(batch)
         per_prompt = self.evaluation.images_per_prompt
         seeds = [sample_seed(self.evaluation.seed, "eval", p.key, k) for p in batch for k in range(per_prompt)]
         rollout = self.policy.sample(
@@ -424,7 +424,7 @@ class PolicyRLTask(pl.LightningModule):
         return self.policy.export_meta()
 
     @classmethod
-    def export_from_meta(
+    def export_model(
         cls,
         state: Mapping[str, Tensor],
         meta: Mapping[str, Any],
@@ -435,24 +435,19 @@ class PolicyRLTask(pl.LightningModule):
     ) -> Path:
         """Write the trained adapter from a checkpoint's weights and metadata: with ``adapter``, the LoRA alone in
         diffusers' ``load_lora_weights`` format (the base model is not loaded); otherwise the base pipeline with the
-        LoRA fused in, as a diffusers folder (the base model is loaded from where the run took it)."""
+        LoRA fused in, as a diffusers folder (the base model is loaded from where the run took it). A classmethod:
+        ``firm export`` calls it without rebuilding the task and its models."""
         from firm.policies.export import write_lora, write_merged
 
         if adapter:
             return write_lora(state, meta, out, dtype=dtype)
         return write_merged(state, meta, out, dtype=dtype)
 
-    def export_model(
-        self,
-        state: Mapping[str, Tensor],
-        meta: Mapping[str, Any],
-        out: Path,
-        *,
-        adapter: bool = False,
-        dtype: str | None = None,
-    ) -> Path:
-        """Write the trained adapter (in diffusers' ``load_lora_weights`` format) to ``out``."""
-        return self.export_from_meta(state, meta, out, adapter=adapter, dtype=dtype)
+
+def _texts_and_sources(batch: Sequence[Any]) -> tuple[list[str], list[Any] | None]:
+    """The prompts of a batch of RL prompts, and their source images (editors) or None when none has one."""
+    sources = [getattr(p, "source", None) for p in batch]
+    return [p.prompt for p in batch], sources if any(s is not None for s in sources) else None
 
 
 def _plain_hparams(module: pl.LightningModule) -> None:
