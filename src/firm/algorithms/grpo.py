@@ -75,6 +75,7 @@ def sde_step_logprob(
     noise_level: float,
     prev_sample_BX: Tensor | None = None,
     generator: torch.Generator | None = None,
+    noise_BX: Tensor | None = None,
 ) -> SDEStep:
     """Flow-GRPO's SDE step from ``t`` to ``t_prev`` and the log-probability of its outcome.
 
@@ -96,6 +97,8 @@ def sde_step_logprob(
         noise_level: ``a`` (0.7 for SD3.5 in FIRM); must be > 0, a deterministic step has no density.
         prev_sample_BX: the outcome whose log-prob to compute (training); drawn when None (sampling).
         generator: the generator for the noise when drawing, on ``x_t_BX``'s device.
+        noise_BX: the standard normal noise of the draw, when the caller draws it (one generator per sample, so a
+            sample's outcome does not depend on its batch); ``generator`` is then unused.
 
     Returns:
         An :class:`SDEStep`.
@@ -122,8 +125,11 @@ def sde_step_logprob(
     mean = x_t * (1 - sigma**2 * h / (2 * t)) - v * h * (1 + sigma**2 * (1 - t) / (2 * t))
     std = sigma * h.sqrt()
     if prev_sample_BX is None:
-        noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=dtype)
-        prev_sample = mean + std * noise
+        if noise_BX is None:
+            noise_BX = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=dtype)
+        elif noise_BX.shape != x_t_BX.shape:
+            raise ValueError(f"noise must have x_t's shape {list(x_t_BX.shape)}, got {list(noise_BX.shape)}")
+        prev_sample = mean + std * noise_BX.to(dtype)
     else:
         prev_sample = prev_sample_BX.to(dtype)
     log_density = -((prev_sample.detach() - mean) ** 2) / (2 * std**2) - std.log() - _HALF_LOG_2PI

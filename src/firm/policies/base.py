@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from firm.algorithms import ema_update_
 from firm.critics.hf import resolve_dtype
-from firm.policies.samplers import SAMPLERS, Sampler, SamplerState, per_sample_noise, sampler_for
+from firm.policies.samplers import SAMPLERS, Sampler, SamplerState, per_sample_noise, sampler_for, shifted_sigmas
 from firm.training.lora import LoraSettings
 
 __all__ = ["MMDIT_ATTENTION", "ROLES", "Condition", "Policy", "Rollout", "RolloutSettings", "to_pil"]
@@ -249,8 +249,6 @@ class Policy(nn.Module, ABC):
     def sigmas(self, settings: RolloutSettings, latent_shape: tuple[int, ...]) -> Tensor:
         """The ``T + 1`` times a rollout visits, from 1 to 0 (float32, CPU). Families with a model scheduler
         override this to use it when ``settings.shift`` is None."""
-        from firm.policies.samplers import shifted_sigmas
-
         return shifted_sigmas(settings.num_steps, settings.shift or 1.0)
 
     # -- velocity and sampling ------------------------------------------------------------------------------------

@@ -138,11 +138,9 @@ class SDESampler(Sampler):
 
     def step(self, x_t_BX: Tensor, v_BX: Tensor, t: float, t_prev: float, state: SamplerState) -> Tensor:
         noise = per_sample_noise(x_t_BX.shape[1:], state.generators, x_t_BX.device)
-        # The step's Gaussian first (the outcome given is a placeholder), then the outcome drawn per sample.
-        gaussian = sde_step_logprob(x_t_BX, v_BX, t, t_prev, self.noise_level, prev_sample_BX=x_t_BX)
-        prev = gaussian.mean + gaussian.std.view(-1, *([1] * (x_t_BX.ndim - 1))) * noise
-        state.log_probs.append(sde_step_logprob(x_t_BX, v_BX, t, t_prev, self.noise_level, prev).log_prob)
-        return prev
+        step = sde_step_logprob(x_t_BX, v_BX, t, t_prev, self.noise_level, noise_BX=noise)
+        state.log_probs.append(step.log_prob)
+        return step.prev_sample
 
 
 #: Sampler names a rollout setting accepts.

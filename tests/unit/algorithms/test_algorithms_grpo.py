@@ -101,6 +101,17 @@ def test_drawn_samples_have_the_step_mean_and_std():
     assert torch.equal(step.prev_sample, repeat.prev_sample)
 
 
+def test_caller_drawn_noise_gives_the_outcome_and_its_log_prob():
+    x_t, v = _batch(3)
+    noise = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(5))
+    step = sde_step_logprob(x_t, v, 0.6, 0.4, 0.7, noise_BX=noise)
+    torch.testing.assert_close(step.prev_sample, step.mean + step.std.view(-1, 1, 1, 1) * noise)
+    again = sde_step_logprob(x_t, v, 0.6, 0.4, 0.7, prev_sample_BX=step.prev_sample)
+    assert torch.equal(again.log_prob, step.log_prob)
+    with pytest.raises(ValueError, match="noise must have"):
+        sde_step_logprob(x_t, v, 0.6, 0.4, 0.7, noise_BX=noise[:1])
+
+
 @pytest.mark.parametrize(
     ("t", "t_prev", "noise_level", "message"),
     [
