@@ -7,7 +7,6 @@ Each run is a fresh ``python -m firm.fit`` process (about 30-60 s on two CPU cor
 
 from __future__ import annotations
 
-import csv
 import importlib
 import json
 import os
@@ -21,6 +20,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+from fit_support import fit_env, metrics, workdir
 from safetensors.torch import load_file
 from vllm_support import vllm_missing, vllm_server
 
@@ -50,23 +50,11 @@ def test_every_recipe_parses(recipe: str) -> None:
     assert issubclass(getattr(importlib.import_module(module), name), pl.LightningDataModule)
 
 
-def _workdir(root: Path) -> Path:
-    """A folder where the recipe's relative paths (runs/, data/, recipes/) resolve, as in a fresh clone."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "recipes").symlink_to(REPO / "recipes")
-    return root
-
-
-def _env(deepspeed_env: Mapping[str, str]) -> dict[str, str]:
-    # Two cores: a thread per process keeps the dataloader worker from contending.
-    return {**deepspeed_env, "OMP_NUM_THREADS": "1"}
-
-
 def _fit(cwd: Path, env: Mapping[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "firm.fit", "fit", "-c", RECIPE, *extra],
         cwd=cwd,
-        env=_env(env),
+        env=fit_env(env),
         capture_output=True,
         text=True,
         timeout=900,
@@ -76,21 +64,16 @@ def _fit(cwd: Path, env: Mapping[str, str], *extra: str) -> subprocess.Completed
 @pytest.fixture(scope="module")
 def debug_run(tmp_path_factory: pytest.TempPathFactory, deepspeed_env: Mapping[str, str]) -> Path:
     """The debug recipe run once, uninterrupted, in a fresh working folder."""
-    cwd = _workdir(tmp_path_factory.mktemp("fresh"))
+    cwd = workdir(tmp_path_factory.mktemp("fresh"))
     done = _fit(cwd, deepspeed_env)
     assert done.returncode == 0, done.stderr[-4000:]
     return cwd
 
 
-def _metrics(log_dir: Path) -> list[dict[str, str]]:
-    with (log_dir / "metrics.csv").open() as f:
-        return list(csv.DictReader(f))
-
-
 def test_debug_recipe_trains_validates_and_exports_for_firm_score(
     debug_run: Path, short_templates: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rows = _metrics(debug_run / RUN / "logs" / "version_0")
+    rows = metrics(debug_run / RUN / "logs" / "version_0")
     losses = [float(r["train/loss"]) for r in rows if r["train/loss"]]
     assert losses[-1] < losses[0] - 1.0
     final = next(r for r in rows if r["val/loss"])
@@ -127,12 +110,12 @@ def test_firm_test_scores_the_last_checkpoint_on_the_held_out_split(
             sys.executable, "-m", "firm.fit", "test", "-c", RECIPE, "--ckpt_path", "last",
             "--data.init_args.test_samples", "8", "--model.init_args.evaluation.max_new_tokens", "16",
         ],
-        cwd=debug_run, env=_env(deepspeed_env), capture_output=True, text=True, timeout=600,
+        cwd=debug_run, env=fit_env(deepspeed_env), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
     assert "last.ckpt" in done.stderr + done.stdout  # Lightning names the checkpoint it restored
     logs = sorted((debug_run / RUN / "logs").iterdir(), key=lambda p: int(p.name.split("_")[1]))
-    (row,) = [r for r in _metrics(logs[-1]) if r.get("test/judged")]
+    (row,) = [r for r in metrics(logs[-1]) if r.get("test/judged")]
     assert float(row["test/judged"]) == 8
     assert float(row["test/loss"]) > 0 and 0.0 <= float(row["test/invalid_rate"]) <= 1.0
     assert (debug_run / "runs" / "data" / "shapesworld" / "size64-seed0" / "test-execution-n8").is_dir()
@@ -141,14 +124,14 @@ def test_firm_test_scores_the_last_checkpoint_on_the_held_out_split(
 def test_sigkill_mid_epoch_then_ckpt_path_last_finishes_like_an_uninterrupted_run(
     debug_run: Path, tmp_path: Path, deepspeed_env: Mapping[str, str]
 ) -> None:
-    cwd = _workdir(tmp_path / "killed")
+    cwd = workdir(tmp_path / "killed")
     (cwd / "runs").mkdir()
     (cwd / "runs" / "data").symlink_to(debug_run / "runs" / "data")  # the same ShapesWorld shards, already written
     last = cwd / RUN / "checkpoints" / "last.ckpt"
     process = subprocess.Popen(
         [sys.executable, "-m", "firm.fit", "fit", "-c", RECIPE],
         cwd=cwd,
-        env=_env(deepspeed_env),
+        env=fit_env(deepspeed_env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -166,7 +149,7 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_finishes_like_an_uninterrupted_ru
     assert final["global_step"] == STEPS
     optimizer_steps = final["loops"]["fit_loop"]["epoch_loop.automatic_optimization.optim_progress"]
     assert optimizer_steps["optimizer"]["step"]["total"]["completed"] == STEPS
-    resumed_rows = _metrics(cwd / RUN / "logs" / "version_1")
+    resumed_rows = metrics(cwd / RUN / "logs" / "version_1")
     assert min(int(r["step"]) for r in resumed_rows if r["train/loss"]) >= killed_at  # continued, not restarted
     # Same data, same order, same optimizer and schedule state: the same weights as the uninterrupted run.
     resumed = load_file(cwd / RUN / "hf" / "model.safetensors")

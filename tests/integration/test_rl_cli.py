@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -22,22 +21,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from fit_support import fit_env, metrics, workdir
 
 from firm.algorithms import group_advantages
 from firm.training.export import read_checkpoint
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _workdir(root: Path) -> Path:
-    """A folder where the recipes' relative paths (runs/, recipes/) resolve, as in a fresh clone."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "recipes").symlink_to(REPO / "recipes")
-    return root
-
-
-def _env(deepspeed_env: Mapping[str, str]) -> dict[str, str]:
-    return {**deepspeed_env, "OMP_NUM_THREADS": "1"}
 
 
 def _command(recipe: str, *extra: str) -> list[str]:
@@ -45,13 +32,10 @@ def _command(recipe: str, *extra: str) -> list[str]:
 
 
 def _fit(cwd: Path, env: Mapping[str, str], recipe: str, *extra: str) -> None:
-    done = subprocess.run(_command(recipe, *extra), cwd=cwd, env=_env(env), capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        _command(recipe, *extra), cwd=cwd, env=fit_env(env), capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-4000:]
-
-
-def _metrics(log_dir: Path) -> list[dict[str, str]]:
-    with (log_dir / "metrics.csv").open() as f:
-        return list(csv.DictReader(f))
 
 
 def _rollouts(log_dir: Path, rank: int = 0) -> list[dict[str, object]]:
@@ -62,10 +46,10 @@ def _rollouts(log_dir: Path, rank: int = 0) -> list[dict[str, object]]:
 def test_debug_recipe_runs_with_a_tiny_critic_and_exports_a_lora(
     recipe: str, tmp_path: Path, deepspeed_env: Mapping[str, str]
 ) -> None:
-    cwd = _workdir(tmp_path)
+    cwd = workdir(tmp_path)
     _fit(cwd, deepspeed_env, recipe)
     run = cwd / "runs" / recipe
-    rows = _metrics(run / "logs" / "version_0")
+    rows = metrics(run / "logs" / "version_0")
     # The untrained critic's verdicts are mostly unparseable: counted as invalid, never turned into a reward.
     rates = [float(r["train/invalid_rate"]) for r in rows if r.get("train/invalid_rate")]
     assert len(rates) == 4 and all(0.0 <= rate <= 1.0 for rate in rates)
@@ -84,11 +68,11 @@ def test_debug_recipe_runs_with_a_tiny_critic_and_exports_a_lora(
 
 @pytest.mark.parametrize("algorithm", ["nft", "grpo"])
 def test_rl_raises_the_evaluation_reward(algorithm: str, tmp_path: Path, deepspeed_env: Mapping[str, str]) -> None:
-    cwd = _workdir(tmp_path)
+    cwd = workdir(tmp_path)
     recipe = f"rl_{algorithm}_redness"
     _fit(cwd, deepspeed_env, recipe, "--trainer.max_steps", "30")
     log_dir = cwd / "runs" / recipe / "logs" / "version_0"
-    evals = [float(r["eval/reward"]) for r in _metrics(log_dir) if r.get("eval/reward")]
+    evals = [float(r["eval/reward"]) for r in metrics(log_dir) if r.get("eval/reward")]
     assert len(evals) == 3  # steps 0, 15 and 30
     # Measured: 0.385 -> 0.48 (NFT) and -> 0.56 (Flow-GRPO) in 30 steps; the reward ranges over [0, 1].
     assert evals[-1] > evals[0] + 0.05, evals
@@ -100,14 +84,14 @@ def test_sigkill_then_ckpt_path_last_ends_like_an_uninterrupted_run(
 ) -> None:
     recipe, steps = "rl_nft_redness", 8
     extra = ["--trainer.max_steps", str(steps), "--trainer.callbacks.init_args.every_n_train_steps", "1"]
-    straight = _workdir(tmp_path / "straight")
+    straight = workdir(tmp_path / "straight")
     _fit(straight, deepspeed_env, recipe, *extra)
 
-    cwd = _workdir(tmp_path / "killed")
+    cwd = workdir(tmp_path / "killed")
     run = cwd / "runs" / recipe
     last = run / "checkpoints" / "last.ckpt"
     process = subprocess.Popen(
-        _command(recipe, *extra), cwd=cwd, env=_env(deepspeed_env), stdout=subprocess.DEVNULL,
+        _command(recipe, *extra), cwd=cwd, env=fit_env(deepspeed_env), stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 600
@@ -139,7 +123,7 @@ def test_sigkill_then_ckpt_path_last_ends_like_an_uninterrupted_run(
 def test_ddp_groups_spanning_ranks_get_the_advantages_of_one_process(
     tmp_path: Path, deepspeed_env: Mapping[str, str]
 ) -> None:
-    cwd = _workdir(tmp_path)
+    cwd = workdir(tmp_path)
     recipe = "rl_nft_redness"
     _fit(
         cwd, deepspeed_env, recipe, "--trainer.max_steps", "2", "--trainer.devices", "2", "--trainer.strategy", "ddp",
