@@ -3,9 +3,8 @@
 Blocks (JPEG) is read from the image alone: JPEG is applied last, so the luminance DCT coefficients of every 8x8
 block sit on the lattice of one quantisation table. With the clean render of the scene, the other kinds are read by
 analysis-by-synthesis: candidate degradations are applied to the clean render with ``degrade.apply_pixels`` and
-compared with the image by robust statistics (L1 fits, trimmed means, areas of strong residual). Without it, blind
-statistics stand in: a fit of the ShapesWorld palette (washout, banding), edge widths (blur), flat-block spreads
-(noise) and thin palette-coloured strokes (marks).
+compared with the image by robust statistics (L1 fits, trimmed means, areas of strong residual). The clean render is
+found by :func:`read_quality`, which reads the scene under the degradations; without one no severity is read.
 
 Array names carry their shape: ``img_HWC`` an RGB image as float32, ``mask_HW`` a boolean map, ``coef_BK`` the 64
 DCT coefficients of each of B blocks.
@@ -71,13 +70,13 @@ class FlawReading:
         return self.degradation.sub_scores
 
 
-def read_flaws(image: Image.Image, clean: Image.Image | None = None) -> FlawReading:
+def read_flaws(image: Image.Image, clean: Image.Image) -> FlawReading:
     """Read the severity of each pixel-level degradation of ``image``.
 
     Args:
         image: the image to judge; L, RGBA, P and other modes are converted to RGB.
-        clean: the same scene rendered without degradation (same size), when known. Small local differences
-            (a misread shape) are tolerated; without it the blind estimators are used, which are less accurate.
+        clean: the same scene rendered without degradation (same size; :func:`read_quality` finds it). Small local
+            differences (a misread shape) are tolerated.
 
     Returns:
         A :class:`FlawReading` with a severity and the evidence for each kind.
@@ -92,9 +91,7 @@ def read_flaws(image: Image.Image, clean: Image.Image | None = None) -> FlawRead
     """
     img = _rgb(image, "image")
     arr_HWC = np.asarray(img, dtype=np.float32)
-    blocks, quality = read_blocks(np.asarray(img))
-    if clean is None:
-        return _read_blind(arr_HWC, blocks, quality)
+    blocks, _ = read_blocks(np.asarray(img))
     ref = _rgb(clean, "clean")
     if ref.size != img.size:
         raise ValueError(f"clean render is {ref.size[0]}x{ref.size[1]} but the image is {img.size[0]}x{img.size[1]}")
@@ -443,12 +440,6 @@ def _read_with_clean(arr_HWC: np.ndarray, clean: Image.Image, blocks: int) -> Fl
         "banding": float(_LEVELS[base.banding]),
     }
     return FlawReading(severities, evidence)
-
-
-def _read_blind(arr_HWC: np.ndarray, blocks: int, quality: float) -> FlawReading:
-    severities = {k: 0 for k in PIXEL_KINDS}
-    severities["blocks"] = blocks
-    return FlawReading(severities, {"blocks": quality})
 
 
 # --- the whole quality reading: the scene under the degradations, then the flaws ----------------------------------
