@@ -1,7 +1,7 @@
 """HTTP plumbing shared by the critics that call a server (the OpenAI-compatible backend, firm serve's client).
 
 One keep-alive ``httpx.Client`` and one worker pool per critic, opened on first use and reopened after ``close()``;
-the bearer token read from a file or an environment variable; the server's ``Retry-After`` hint.
+the bearer token read from a file or an environment variable; the server's ``Retry-After`` hint and error message.
 """
 
 from __future__ import annotations
@@ -85,3 +85,19 @@ def retry_after(response: httpx.Response) -> float | None:
     except ValueError:
         return None
     return seconds if seconds >= 0 else None
+
+
+def error_message(response: httpx.Response) -> str:
+    """The server's error message: OpenAI's ``{"error": {"message"}}``, vLLM's older ``{"message"}``, else the text."""
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text[:500] or response.reason_phrase
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        for key in ("message", "detail", "error"):
+            if isinstance(data.get(key), str):
+                return str(data[key])
+    return response.text[:500]

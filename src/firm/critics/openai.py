@@ -28,6 +28,7 @@ import httpx
 
 from firm.critics.base import DIMENSIONS, FIRM_RANGE, Critic, JudgeRequest, ScoreRange, Verdict, task_of
 from firm.critics.http import PooledHttp, read_secret, retry_after
+from firm.critics.http import error_message as _error_message
 from firm.critics.messages import build_messages, image_data_url
 from firm.critics.parsing import parse_verdict
 from firm.prompts import PromptTemplate, default_template, load_template
@@ -347,19 +348,3 @@ def score_distribution(
     if probs[verdict.score] <= 0.0 or total <= 0.0:
         return None
     return tuple(p / total for p in probs.values())
-
-
-def _error_message(response: httpx.Response) -> str:
-    """The server's error message: OpenAI's ``{"error": {"message"}}``, vLLM's older ``{"message"}``, else the text."""
-    try:
-        data = response.json()
-    except ValueError:
-        return response.text[:500] or response.reason_phrase
-    if isinstance(data, dict):
-        error = data.get("error")
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])
-        for key in ("message", "detail", "error"):
-            if isinstance(data.get(key), str):
-                return str(data[key])
-    return response.text[:500]
