@@ -1,10 +1,11 @@
-"""``firm world``: write ShapesWorld critic shards, bench folders, RL prompt sets and contact sheets.
+"""``firm world``: write ShapesWorld critic shards, bench folders, RL prompt sets, curation pairs and contact sheets.
 
 Examples::
 
     firm world shards --dimension execution -n 2000 --size 64 --split train --seed 0 --out data/shapes
     firm world bench -n 100 --size 256 --split bench --out data/shapes-bench
     firm world prompts --task edit -n 1000 --size 256 --split train --out data/shapes-rl-edit
+    firm world pairs --task edit -n 1000 --size 256 --split train --out data/shapes-pairs-edit
     firm world sheet --task edit -n 15 --size 128 --out edits.png
 
 ``firm.cli`` mounts this with :func:`add_parser` and :func:`run`; :func:`main` runs it on its own (tests).
@@ -21,7 +22,7 @@ from firm.commands import UsageError
 from firm.critics.base import DIMENSIONS, task_of
 from firm.errors import InputError
 from firm.worlds.shapes.balance import UNIFORM, parse_histogram
-from firm.worlds.shapes.export import write_bench, write_prompts, write_shards
+from firm.worlds.shapes.export import write_bench, write_pairs, write_prompts, write_shards
 from firm.worlds.shapes.render import MAX_SIZE, MIN_SIZE
 from firm.worlds.shapes.sheet import edit_sheet, gen_sheet
 from firm.worlds.shapes.world import SPLITS, ShapesWorld
@@ -81,7 +82,9 @@ def _common(p: argparse.ArgumentParser, size: int, split: str) -> None:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``world`` command (with its sub-commands) to an ``add_subparsers()`` object; returns its parser."""
-    world = subparsers.add_parser("world", help="write ShapesWorld data (shards, bench, RL prompts, contact sheets)")
+    world = subparsers.add_parser(
+        "world", help="write ShapesWorld data (shards, bench, RL prompts, curation pairs, contact sheets)"
+    )
     sub = world.add_subparsers(dest="world_command", required=True, parser_class=_OneLineParser)
 
     shards = sub.add_parser("shards", help="critic SFT samples as WebDataset shards")
@@ -112,6 +115,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     prompts.add_argument("--out", type=Path, required=True, help="output folder")
     _common(prompts, 256, "train")
 
+    pairs = sub.add_parser(
+        "pairs", help="unlabelled curation inputs for `firm curate` (pairs.jsonl + images/; the shapes annotator)"
+    )
+    pairs.add_argument("--task", choices=("edit", "gen"), required=True)
+    pairs.add_argument("-n", type=_count, required=True, help="number of pairs")
+    pairs.add_argument("--out", type=Path, required=True, help="output folder")
+    pairs.add_argument(
+        "--dimension",
+        choices=("execution", "consistency", "instruction", "quality"),
+        help="draw the cases of this dimension's critic samples, scores following --histogram (default: natural mix)",
+    )
+    pairs.add_argument("--histogram", type=_histogram, default=UNIFORM, help="with --dimension: weights of scores 1-5")
+    _common(pairs, 256, "train")
+
     sheet = sub.add_parser("sheet", help="a contact sheet PNG of edits or generations with their scores")
     sheet.add_argument("--task", choices=("edit", "gen"), required=True)
     sheet.add_argument("-n", type=_count, default=15, help="number of cells (default 15)")
@@ -124,7 +141,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run a parsed ``firm world`` command; returns the exit code."""
-    if args.world_command == "shards" and args.task and args.task != task_of(args.dimension):
+    mixed = args.world_command in ("shards", "pairs") and args.task and args.dimension
+    if mixed and args.task != task_of(args.dimension):
         raise UsageError(f"--task {args.task} does not match --dimension {args.dimension}")
     if args.world_command == "sheet":
         _check_image_path(args.out)
@@ -142,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.world_command == "prompts":
         path = write_prompts(world, args.task, args.n, args.out, progress)
         print(f"wrote {args.n} {args.task} prompts to {path}")
+    elif args.world_command == "pairs":
+        path = write_pairs(world, args.task, args.n, args.out, progress, args.dimension, args.histogram)
+        print(f"wrote {args.n} {args.task} pairs to {path}")
     else:
         image = edit_sheet(world, args.n) if args.task == "edit" else gen_sheet(world, args.n)
         args.out.parent.mkdir(parents=True, exist_ok=True)

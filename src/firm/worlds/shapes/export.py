@@ -1,4 +1,4 @@
-"""Write ShapesWorld data: critic WebDataset shards, a FIRM-Bench-style bench folder, RL prompt sets.
+"""Write ShapesWorld data: critic WebDataset shards, a FIRM-Bench-style bench folder, RL prompt sets, curation pairs.
 
 Formats (docs/shapesworld.md has the full description):
 
@@ -7,7 +7,9 @@ Formats (docs/shapesworld.md has the full description):
 - bench: ``<out>/bench.jsonl`` plus ``<out>/images/``; one line per sample with id, task, dimension, text, image,
   source, score and difficulty (and sub_scores for quality);
 - prompts: ``<out>/<split>_metadata.jsonl`` plus ``<out>/images/`` for edits (FIRM's EditRL layout:
-  ``{"prompt", "image"}``), or ``{"prompt"}`` lines for generation.
+  ``{"prompt", "image"}``), or ``{"prompt"}`` lines for generation;
+- pairs: ``<out>/pairs.jsonl`` plus ``<out>/images/``: unlabelled curation inputs (edits: instruction, source and
+  edited image; generations: prompt and image), each naming its ShapesWorld case in ``metadata``.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from firm.critics.base import DIMENSIONS
+from firm.critics.base import DIMENSIONS, dimensions_of
 from firm.data.schema import encode_png, to_wds
 from firm.data.shards import atomic_path, remove_stale_partials
 from firm.errors import InputError
 from firm.worlds.shapes.balance import UNIFORM
+from firm.worlds.shapes.edit import EditCase
 from firm.worlds.shapes.world import ShapesWorld
 
 
@@ -195,5 +198,60 @@ def write_prompts(world: ShapesWorld, task: str, n: int, out: Path, progress: bo
                 line = {"id": prompt.key, "prompt": prompt.instruction, "image": image}
             else:
                 line = {"id": world.key("gen-prompt", index), "prompt": world.gen_prompt(index)}
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return path
+
+
+def write_pairs(
+    world: ShapesWorld,
+    task: str,
+    n: int,
+    out: Path,
+    progress: bool = True,
+    dimension: str | None = None,
+    histogram: Sequence[float] = UNIFORM,
+) -> Path:
+    """Write ``n`` unlabelled curation inputs for ``task`` ("edit" or "gen"); returns the path of ``pairs.jsonl``.
+
+    Edit lines are ``{"id", "instruction", "source": "images/<id>_src.png", "image": "images/<id>.png",
+    "metadata"}``; gen lines are ``{"id", "prompt", "image", "metadata"}``. Without ``dimension`` the cases are
+    :meth:`ShapesWorld.edit_case` / :meth:`ShapesWorld.gen_case` (scores drawn: the natural mix, not a balanced one);
+    with one, they are the cases of that dimension's critic samples, their scores following ``histogram`` exactly
+    (the same cases ``firm world shards`` writes for it). ``metadata`` names the case,
+    ``{"shapesworld": {"split", "seed", "size", "index", "stream", "score"}}`` (stream: the task, or the dimension),
+    which the ``shapes`` annotator reads to answer every curation stage exactly.
+
+    Raises:
+        ValueError: for an unknown task, a dimension of the other task, ``n < 1`` or a bad histogram.
+        InputError: when ``out`` is a file.
+    """
+    if task not in ("edit", "gen"):
+        raise ValueError(f"unknown task {task!r}; choose edit or gen")
+    if dimension is not None and DIMENSIONS.get(dimension) != task:
+        raise ValueError(f"{dimension!r} is not a dimension of {task}; choose one of {', '.join(dimensions_of(task))}")
+    _positive(n)
+    _check_folder(out)
+    targets: list[int | None] = list(world.targets(dimension, n, histogram)) if dimension else [None] * n
+    stream = dimension or task
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    path = out / "pairs.jsonl"
+    with path.open("w", encoding="utf-8") as f:
+        for index in tqdm(range(n), desc=f"{stream} pairs", disable=not progress):
+            key = world.key(stream, index)
+            meta = {"split": world.split, "seed": world.seed, "size": world.size, "index": index, "stream": stream}
+            if dimension is not None:
+                meta["score"] = targets[index]
+            case = world.case(stream, index, targets[index])
+            image = f"images/{key}.png"
+            line: dict[str, Any]
+            if isinstance(case, EditCase):
+                source = f"images/{key}_src.png"
+                (out / source).write_bytes(encode_png(world.render(case.source)))
+                (out / image).write_bytes(encode_png(world.render(case.edited)))
+                line = {"id": key, "instruction": case.instruction, "source": source, "image": image}
+            else:
+                (out / image).write_bytes(encode_png(world.gen_image(case)))
+                line = {"id": key, "prompt": case.prompt, "image": image}
+            line["metadata"] = {"shapesworld": meta}
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
     return path

@@ -89,18 +89,26 @@ class ShapesWorld:
         Raises:
             ValueError: for an unknown dimension or a score outside 1-5.
         """
-        task = task_of(dimension)
-        if task == "edit":
-            target = {dimension: score}
-            case = build_edit_case(self.rng(dimension, index), target.get("execution"), target.get("consistency"))
-            return self._edit_sample(case, dimension, index)
-        rng = self.rng(dimension, index)
-        gen = (
-            build_gen_case(rng, score, None)
-            if dimension == "instruction"
-            else build_gen_case(rng, None, score or rng.randint(1, 5))
-        )
-        return self._gen_sample(gen, dimension, index)
+        return self.oracle_sample(self.case(dimension, index, score), dimension, index)
+
+    def case(self, stream: str, index: int, score: int | None = None) -> EditCase | GenCase:
+        """The case behind a sample: stream ``edit`` / ``gen`` draws :meth:`edit_case` / :meth:`gen_case` (natural
+        scores); a dimension draws the case of :meth:`sample` for that dimension, steered to ``score``.
+
+        Raises:
+            ValueError: for an unknown stream or a score outside 1-5.
+        """
+        if stream == "edit":
+            return self.edit_case(index)
+        if stream == "gen":
+            return self.gen_case(index)
+        if task_of(stream) == "edit":
+            target = {stream: score}
+            return build_edit_case(self.rng(stream, index), target.get("execution"), target.get("consistency"))
+        rng = self.rng(stream, index)
+        if stream == "instruction":
+            return build_gen_case(rng, score, None)
+        return build_gen_case(rng, None, score or rng.randint(1, 5))
 
     def targets(self, dimension: str, n: int, histogram: Sequence[float] = UNIFORM) -> list[int]:
         """The ground-truth score of each of ``n`` samples: ``histogram`` met exactly (see ``balance.allocate``)."""
@@ -137,6 +145,24 @@ class ShapesWorld:
 
     def _provenance(self, index: int, **extra: Any) -> dict[str, Any]:
         return {"world": WORLD, "split": self.split, "seed": self.seed, "index": index, "size": self.size, **extra}
+
+    def oracle_sample(self, case: EditCase | GenCase, dimension: str, index: int) -> CriticSample:
+        """The critic sample of ``dimension`` for ``case``, with the oracle's answer and evidence.
+
+        This is what :meth:`sample` returns for the case it draws; given any other case (``edit_case(i)``,
+        ``gen_case(i)``) it gives ShapesWorld's own sample for it, keyed ``key(dimension, index)``.
+
+        Raises:
+            ValueError: when ``dimension`` is not one of the case's task (execution or consistency for an edit
+                case, instruction or quality for a generation case).
+        """
+        task = task_of(dimension)
+        if isinstance(case, EditCase) and task == "edit":
+            return self._edit_sample(case, dimension, index)
+        if isinstance(case, GenCase) and task == "gen":
+            return self._gen_sample(case, dimension, index)
+        kind = "an edit" if isinstance(case, EditCase) else "a generation"
+        raise ValueError(f"dimension {dimension!r} is not scored on {kind} case")
 
     def _edit_sample(self, case: EditCase, dimension: str, index: int) -> CriticSample:
         answer = execution_answer(case) if dimension == "execution" else consistency_answer(case)
