@@ -148,6 +148,8 @@ class _Stats:
     labelled_now: int = 0
     skipped: int = 0
     duplicates_now: int = 0
+    samples_now: int = 0
+    rejected_now: int = 0
     bad_inputs: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -315,8 +317,12 @@ class Curation:
                 usage[name] = usage.get(name, 0) + value
         tokens = usage.get("completion_tokens", 0)
         elapsed = max(time.perf_counter() - started, 1e-9)
-        samples = sum(len(r["samples"]) for r in records)
-        bar.set_postfix(samples=samples, tok_s=f"{tokens / elapsed:.0f}", refresh=False)
+        stats.samples_now += sum(len(r["samples"]) for r in records)
+        stats.rejected_now += sum(1 for r in records if r["status"] == "rejected")
+        postfix = {"samples": stats.samples_now, "rejected": stats.rejected_now}
+        if tokens:
+            postfix["tok/s"] = round(tokens / elapsed)
+        bar.set_postfix(postfix, refresh=False)
 
     def _stage(
         self, name: str, call: Callable[[list[int], int], Sequence[Any]], n: int, annotator: Annotator
