@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from firm.critics.base import FIRM_RANGE
 
-__all__ = ["SCORES", "histogram", "parse_histogram", "rebalance", "selected_fraction"]
+__all__ = ["SCORES", "check_histogram", "histogram", "parse_histogram", "rebalance", "selected_fraction"]
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +31,16 @@ def parse_histogram(text: str) -> tuple[float, ...]:
         weights = tuple(float(part) for part in text.split(","))
     except ValueError:
         raise ValueError(f"a histogram is five comma-separated weights for scores 1-5, got {text!r}") from None
-    if len(weights) != len(SCORES) or any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"a histogram needs five non-negative weights (scores 1-5) with a positive sum, got {text!r}")
+    check_histogram(weights)
     return weights
+
+
+def check_histogram(weights: Sequence[float]) -> None:
+    """Raise ``ValueError`` unless ``weights`` are five non-negative numbers with a positive sum."""
+    if len(weights) != len(SCORES) or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(
+            f"a histogram needs five non-negative weights (scores 1-5) with a positive sum, got {list(weights)}"
+        )
 
 
 def histogram(scores: Iterable[int]) -> dict[str, int]:

@@ -5,30 +5,11 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-SCORES = (1, 2, 3, 4, 5)
+from firm.curation.balance import SCORES, check_histogram, parse_histogram
+
+__all__ = ["SCORES", "UNIFORM", "allocate", "check_histogram", "parse_histogram", "schedule"]
+
 UNIFORM = (1.0, 1.0, 1.0, 1.0, 1.0)
-
-
-def parse_histogram(text: str) -> tuple[float, ...]:
-    """Weights for scores 1..5 from text such as ``"1,1,1,1,1"`` or ``"0,0,1,2,4"``.
-
-    Raises:
-        ValueError: unless there are five non-negative numbers with a positive sum.
-    """
-    try:
-        weights = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise ValueError(f"histogram must be five comma-separated numbers for scores 1-5, got {text!r}") from None
-    check_histogram(weights)
-    return weights
-
-
-def check_histogram(weights: Sequence[float]) -> None:
-    """Raise ``ValueError`` unless ``weights`` are five non-negative numbers with a positive sum."""
-    if len(weights) != len(SCORES) or any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(
-            f"histogram needs five non-negative weights (scores 1-5) with a positive sum, got {list(weights)}"
-        )
 
 
 def allocate(n: int, weights: Sequence[float] = UNIFORM) -> dict[int, int]:
