@@ -221,7 +221,10 @@ def stub() -> Iterator[Stub]:
             self.end_headers()
             self.wfile.write(data)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
+    server.request_queue_size = 64  # the default backlog of 5 drops concurrent connects (a dropped SYN waits 1 s)
+    server.server_bind()
+    server.server_activate()
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
