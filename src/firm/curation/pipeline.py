@@ -28,6 +28,7 @@ Output folder::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -204,11 +205,11 @@ class Curation:
         if out.exists() and not out.is_dir():
             raise CurationError(f"--output {out} is a file; give a folder")
         out.mkdir(parents=True, exist_ok=True)
-        self._check_run_file(out)
-        started = time.perf_counter()
-        stats = self._label(input_path, out)
-        manifest = self._write(input_path, out, stats, time.perf_counter() - started)
-        return manifest
+        with _exclusive(out):
+            self._check_run_file(out)
+            started = time.perf_counter()
+            stats = self._label(input_path, out)
+            return self._write(input_path, out, stats, time.perf_counter() - started)
 
     def _check_run_file(self, out: Path) -> None:
         identity = {
@@ -511,6 +512,30 @@ class Curation:
         with atomic_path(out / MANIFEST) as tmp:
             tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
         return manifest
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """Hold ``<out>/.lock`` for the run: a second ``firm curate`` on the same folder is refused, not interleaved.
+
+    The lock is the operating system's (``flock``), so a killed run leaves nothing that blocks the next one.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, one writer is the user's promise
+        yield
+        return
+    with open(out / ".lock", "a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CurationError(
+                f"another firm curate is writing {out}; wait for it or choose another --output"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 # --- records ----------------------------------------------------------------------------------------------------

@@ -171,3 +171,16 @@ def test_bad_inputs_are_counted_and_strict_stops(tmp_path: Path) -> None:
 def test_settings_say_what_is_wrong(kwargs: dict, message: str) -> None:
     with pytest.raises(CurationError, match=message):
         CurateSettings(**kwargs)
+
+
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_holds_it(tmp_path: Path) -> None:
+    import fcntl
+
+    pairs = write_edit_inputs(tmp_path / "in", LEVELS[:2])
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".lock", "a+b") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running firm curate holds it
+        with pytest.raises(CurationError, match="another firm curate is writing"):
+            Curation(CurateSettings("edit"), PixelAnnotator(), progress=False).run(pairs, out)
+    assert Curation(CurateSettings("edit"), PixelAnnotator(), progress=False).run(pairs, out)["counts"]["labelled"] == 2
