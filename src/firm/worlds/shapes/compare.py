@@ -4,7 +4,9 @@ The readings come from pixels, so nothing carries an id: shapes of the source an
 optimal assignment that counts differing aspects the way the consistency rubric counts changes (a recolour is one
 change; a shape gone and another come is two). Measured values within reading tolerance of each other are taken as
 equal, so the scene-graph diff sees exactly the changes that are visible. Each operation's fulfilment then follows
-from its target before and after, with thresholds halfway between the degrees ShapesWorld draws.
+from its target before and after, with thresholds halfway between the degrees ShapesWorld draws. Where other
+pairings explain the pixels with no more changes, the one leaving the fewest changes unasked for, then the one that
+carries the instruction out furthest, is the edit (look-alikes that trade or take places are otherwise a coin toss).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ SAME_SIZE = 1.06  # radius ratio
 SAME_ALPHA = 0.06
 SAME_FORM = 1.12  # stretch ratio
 SAME_CUT = 0.08
+SAME_TURN = 3.0  # degrees; nothing an edit does turns a shape, so look-alikes turned apart are two shapes
 #: A clear move counts as the opposite one only this close to straight back (cosine to the asked direction).
 OPPOSITE_COSINE = -0.97
 
@@ -57,8 +60,20 @@ def _differences(a: Shape, b: Shape) -> int:
             abs(a.alpha - b.alpha) >= SAME_ALPHA,
             a.outline != b.outline,
             abs(a.erase - b.erase) >= SAME_CUT,
+            _turned(a, b),
         )
     )
+
+
+def _turned(a: Shape, b: Shape) -> bool:
+    """Whether two readings of look-alikes (same kind, colour and size) sit at clearly different rotations.
+
+    Only look-alikes are compared: a resized shape's rotation reads a few degrees off at a few pixels across, while
+    two look-alikes that traded places (a near-miss swap) are told apart by nothing else.
+    """
+    rotates = a.kind not in ("circle", "square")  # drawn unrotated
+    alike = a.kind == b.kind and a.colour == b.colour and max(a.r, b.r) / min(a.r, b.r) < SAME_SIZE
+    return rotates and alike and abs(a.angle - b.angle) >= SAME_TURN
 
 
 def _pair_cost(a: Shape, b: Shape, strict: bool) -> float | None:
@@ -81,9 +96,28 @@ def match(source: Scene, edited: Scene) -> dict[int, int]:
     When the background changed, only unchanged shapes are paired: a repainted scene is not read as every object
     changed in place.
     """
+    return readings(source, edited)[0]
+
+
+#: Most alternative matchings weighed for one edit (scenes are small; this only bounds pathological ones).
+MAX_READINGS = 64
+
+
+def readings(source: Scene, edited: Scene) -> list[dict[int, int]]:
+    """Every matching that explains the edit with no more changes than the optimal one, best first by its objective.
+
+    Changes are counted the way the consistency rubric counts them: each differing aspect of a pair is one, a shape
+    gone is one and a shape come is one. The optimal assignment breaks ties between readings with the same count
+    (look before place, then the nearest look-alike); the others are the same pixels explained equally well.
+    """
     strict = source.background.colour != edited.background.colour
     src, dst = list(source.shapes), list(edited.shapes)
     cost = [[_pair_cost(a, b, strict) for b in dst] for a in src]
+    # the rubric's count of a pair (0 where the pair is not allowed)
+    changes = [
+        [0 if c is None else _differences(a, b) for b, c in zip(dst, row, strict=True)]
+        for a, row in zip(src, cost, strict=True)
+    ]
 
     best: dict[tuple[int, int], tuple[float, tuple[int, ...]]] = {}
 
@@ -103,8 +137,47 @@ def match(source: Scene, edited: Scene) -> dict[int, int]:
             best[key] = min(options, key=lambda o: o[0])
         return best[key]
 
+    least: dict[tuple[int, int], int] = {}
+
+    def fewest(i: int, used: int) -> int:
+        # the fewest changes that source i onwards can be read with, edited shapes in ``used`` taken
+        if i == len(src):
+            return len(dst) - bin(used).count("1")
+        key = (i, used)
+        if key not in least:
+            options = [1 + fewest(i + 1, used)]
+            options += [
+                changes[i][j] + fewest(i + 1, used | 1 << j)
+                for j, c in enumerate(cost[i])
+                if c is not None and not used >> j & 1
+            ]
+            least[key] = min(options)
+        return least[key]
+
     _, choice = solve(0, 0)
-    return {dst[j].id: src[i].id for i, j in enumerate(choice) if j >= 0}
+    bound = sum(changes[i][j] if j >= 0 else 1 for i, j in enumerate(choice)) + len(dst) - sum(j >= 0 for j in choice)
+    found: list[tuple[int, ...]] = [choice]
+
+    def walk(i: int, used: int, spent: int, picked: tuple[int, ...]) -> None:
+        if len(found) >= MAX_READINGS or spent + fewest(i, used) > bound:
+            return
+        if i == len(src):
+            if picked != choice:
+                found.append(picked)
+            return
+        walk(i + 1, used, spent + 1, (*picked, -1))
+        for j, c in enumerate(cost[i]):
+            if c is not None and not used >> j & 1:
+                walk(i + 1, used | 1 << j, spent + changes[i][j], (*picked, j))
+
+    walk(0, 0, 0, ())
+
+    def weight(picked: tuple[int, ...]) -> float:  # the optimal assignment's objective
+        paired = [cost[i][j] for i, j in enumerate(picked) if j >= 0]
+        return sum(c - 1.0 for c in paired if c is not None) + len(src) + len(dst) - 2 * len(paired)
+
+    ranked = [choice, *sorted(found[1:], key=weight)]
+    return [{dst[j].id: src[i].id for i, j in enumerate(picked) if j >= 0} for picked in ranked]
 
 
 def _aligned(source: Scene, edited: Scene, pairs: dict[int, int]) -> Scene:
@@ -137,8 +210,25 @@ def _aligned(source: Scene, edited: Scene, pairs: dict[int, int]) -> Scene:
 
 
 def judge_edit(source: Scene, edited: Scene, ops: tuple[Op, ...], instruction: str) -> EditReading:
-    """Judge an edit from its two scene readings and its operations bound to ``source`` (see ``grammar``)."""
-    aligned = _aligned(source, edited, match(source, edited))
+    """Judge an edit from its two scene readings and its operations bound to ``source`` (see ``grammar``).
+
+    Where the pixels are read equally well by several matchings (``readings``: as few changes each), the edit is the
+    one that leaves the fewest changes unasked for, and of those the one under which the instruction was carried out
+    furthest: a look-alike that lands exactly where an operation puts it is that operation done, not a coincidence
+    (while a faint ghost where a removed shape stood is that removal unfinished, not a new faint shape). Among equals
+    the optimal assignment's reading stands.
+    """
+    judged = [_judge(source, edited, pairs, ops, instruction) for pairs in readings(source, edited)]
+
+    def merit(r: EditReading) -> tuple[int, int, int]:
+        count = r.case.unintended
+        return -count.significant, -count.minor, r.execution
+
+    return max(judged, key=merit)  # the first of the best: the optimal assignment's on a tie
+
+
+def _judge(source: Scene, edited: Scene, pairs: dict[int, int], ops: tuple[Op, ...], instruction: str) -> EditReading:
+    aligned = _aligned(source, edited, pairs)
     after = {s.id: s for s in aligned.shapes}
     new_ids = [s.id for s in aligned.shapes if s.id not in source.ids()]
     bound: list[Op] = []

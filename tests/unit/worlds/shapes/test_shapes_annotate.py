@@ -30,10 +30,9 @@ WORLD = ShapesWorld(size=64, split="train", seed=0)
 N_META = 150
 N_PIXELS = 40
 N_REWRITE = 40
-#: Edits the pixel route judges otherwise than the truth, a limit of compare.match (not of the annotator): case 30
-#: adds a darker pink diamond on the right and removes the pink diamond in the centre, which reads as one diamond
-#: moved and reshaded (2 changes) rather than one gone and one new (2 changes, but a new look-alike costs more).
-KNOWN_PIXEL_MISREADS = {30}
+#: Edits the pixel route may judge otherwise than the truth: none since compare.readings (case 30, an added darker
+#: diamond plus the removed original, used to read as one diamond moved and reshaded).
+KNOWN_PIXEL_MISREADS: set[int] = set()
 
 
 def _meta(index: int, stream: str) -> dict[str, dict[str, object]]:

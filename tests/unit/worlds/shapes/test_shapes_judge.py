@@ -223,3 +223,42 @@ def test_a_wrong_move_partly_backwards_is_wrong_not_opposite(judge) -> None:
     assert sample.text == "Shift the triangle to the upper right corner."
     (verdict,) = judge.judge([JudgeRequest("execution", sample.text, sample.image, sample.source)])
     assert verdict.score == 3 and "bottom left instead of the top right" in verdict.reasoning
+
+
+def test_a_swap_beside_an_added_look_alike_is_read_as_the_swap_done(judge: ShapesWorldJudge) -> None:
+    # The edit swapped the square and the circle and also added a second brown square of the same size elsewhere.
+    # Both squares are one move from the source square; the nearer (the added one) was once taken for it, so the
+    # swap read as only half done (2 instead of 3). Equal readings are settled by the instruction: the square that
+    # lands exactly on the circle's old spot is the swap carried out.
+    sample = ShapesWorld(size=64, split="bench").sample("execution", 21, score=3)
+    assert sample.text.startswith("Exchange the places of the square and the circle")
+    (verdict,) = judge.judge([JudgeRequest("execution", sample.text, sample.image, sample.source)])
+    assert verdict.score == 3, verdict.reasoning
+
+
+def test_an_added_look_alike_and_a_removed_original_are_not_one_moved_shape() -> None:
+    # A darker pink diamond added on the right and the pink diamond in the centre erased read, by the assignment
+    # alone, as one diamond moved and reshaded (execution 1): as many changes as one added and one removed, which is
+    # what the instruction asked for.
+    world = ShapesWorld(size=64, split="train", seed=0)
+    case = world.edit_case(30)
+    assert case.instruction == "Insert a medium pink diamond on the right side, then erase the diamond."
+    source = read_scene(world.render(case.source))
+    edited = read_scene(world.render(case.edited), priors=source.scene.shapes)
+    ops = instruction_ops(case.instruction, source.scene)
+    judged = judge_edit(source.scene, edited.scene, ops, case.instruction)
+    assert (judged.execution, judged.consistency) == (case.execution, case.consistency) == (4, 3)
+
+
+def test_a_near_miss_swap_of_look_alikes_is_told_apart_by_rotation(judge: ShapesWorldJudge) -> None:
+    # Two black triangles of sizes within reading tolerance swap places, one stopping a little short (4). By place
+    # and look alone one stayed and the other shifted (2); their rotations, which no edit changes, say they swapped.
+    sample = ShapesWorld(size=64, split="bench").sample("execution", 183, score=4)
+    assert sample.text == "Swap the positions of the triangle on the left and the triangle on the right."
+    (verdict,) = judge.judge([JudgeRequest("execution", sample.text, sample.image, sample.source)])
+    assert verdict.score == 4, verdict.reasoning
+    case = build_edit_case(random.Random(852))  # two hexagons, the same near miss
+    source = read_scene(render(case.source, 64))
+    edited = read_scene(render(case.edited, 64), priors=source.scene.shapes)
+    judged = judge_edit(source.scene, edited.scene, instruction_ops(case.instruction, source.scene), "")
+    assert (judged.execution, judged.consistency) == (case.execution, case.consistency) == (4, 3)
