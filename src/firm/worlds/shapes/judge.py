@@ -19,6 +19,7 @@ grammar gives an invalid verdict saying why. Registered as the ``shapes`` critic
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from firm.critics.answer import format_answer
 from firm.critics.base import Critic, JudgeRequest, Verdict
@@ -30,9 +31,10 @@ from firm.worlds.shapes.gen import GenCase
 from firm.worlds.shapes.grammar import GrammarError, instruction_ops, parse_prompt
 from firm.worlds.shapes.oracle import consistency_reasoning, execution_reasoning
 from firm.worlds.shapes.plan import flaw_reasoning, instruction_reasoning
-from firm.worlds.shapes.read import SceneReading, Unreadable, read_scene
+from firm.worlds.shapes.read import SceneReading, ShapeReading, Unreadable, read_scene
 from firm.worlds.shapes.rubric import quality_score
-from firm.worlds.shapes.spec import score_scene
+from firm.worlds.shapes.scene import COLOURS, Scene
+from firm.worlds.shapes.spec import GenSpec, score_scene
 
 
 class ShapesWorldJudge(Critic):
@@ -62,12 +64,17 @@ class ShapesWorldJudge(Critic):
             return Verdict.invalid(request.dimension, f"{NO_SCORE}: {err}")
 
     def _read(
-        self, image_name: str, request: JudgeRequest, exact_colours: bool = False, **kwargs: object
+        self,
+        image_name: str,
+        request: JudgeRequest,
+        exact_colours: bool = False,
+        whole: bool = False,
+        **kwargs: object,
     ) -> SceneReading:
         image = request.source if image_name == "source" else request.image
         assert image is not None
         reading = read_scene(image, **kwargs)  # type: ignore[arg-type]
-        problems = reading.reasons(exact_colours)
+        problems = reading.reasons(exact_colours, whole)
         if problems and self.strict:
             raise Unreadable(f"cannot read the {image_name} image: {'; '.join(problems)}")
         return reading
@@ -86,8 +93,16 @@ class ShapesWorldJudge(Critic):
 
     def _instruction(self, request: JudgeRequest) -> Verdict:
         spec = parse_prompt(request.text)
-        scene = self._read("generated", request).scene
+        reading = self._read("generated", request, whole=True)
+        scene = reading.scene
         score, answers = score_scene(spec, scene)
+        washed = [i for i, shape in enumerate(reading.shapes) if _washed_out(shape)]
+        if self.strict and _colour_decides(spec, scene, washed, score):
+            raise Unreadable(
+                "the colour of "
+                + ", ".join(f"shape {i} ({scene.shapes[i].colour} {scene.shapes[i].kind})" for i in washed)
+                + ", drawn as outlines, is not read exactly and decides the score"
+            )
         case = GenCase(spec, request.text, scene, Degradation(), tuple(answers), (), score)
         lines, summary = instruction_reasoning(case)
         raw = format_answer("instruction", score, summary, analysis=lines)
@@ -102,3 +117,26 @@ class ShapesWorldJudge(Critic):
         score, reasoning = quality_score(degradation.sub_scores), flaw_reasoning(degradation)
         raw = format_answer("quality", score, reasoning, sub_scores=degradation.sub_scores)
         return Verdict("quality", score, reasoning, raw)
+
+
+#: Mean difference (levels) above which an outline's stroke colour is not trusted when read as black or as no
+#: ShapesWorld colour: compression averages a thin stroke's chroma with the background's, washing a colour toward
+#: grey, which reads as black's near shade or as no palette colour. Blur and noise leave strokes within this.
+WASHED_OUT = 5.0
+
+
+def _washed_out(reading: ShapeReading) -> bool:
+    """Whether an outlined shape's colour may be a washed-out stroke of another palette colour."""
+    shape = reading.shape
+    return shape.outline and reading.colour_residual > WASHED_OUT and (not reading.palette or shape.colour == "black")
+
+
+def _colour_decides(spec: GenSpec, scene: Scene, indices: list[int], score: int) -> bool:
+    """Whether other palette colours for shapes ``indices`` (each alone, or all alike) would change the score."""
+    trials = [[i] for i in indices] + ([indices] if len(indices) > 1 else [])
+    for trial in trials:
+        for colour in COLOURS:
+            shapes = [replace(s, colour=colour, shade=None) if i in trial else s for i, s in enumerate(scene.shapes)]
+            if score_scene(spec, replace(scene, shapes=tuple(shapes)))[0] != score:
+                return True
+    return False

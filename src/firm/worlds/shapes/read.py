@@ -24,7 +24,7 @@ from PIL import Image
 
 from firm.worlds.shapes.outline import fit_cut, fit_outline
 from firm.worlds.shapes.render import MAX_SIZE, MIN_SIZE, render
-from firm.worlds.shapes.scene import BACKGROUNDS, COLOURS, RGB, TEXTURES, Background, Scene, Shape, blend
+from firm.worlds.shapes.scene import BACKGROUNDS, COLOURS, RGB, SIZES, TEXTURES, Background, Scene, Shape, blend
 from firm.worlds.shapes.scene import near_shade as _near_shade
 
 #: A shape whose best outline misses this share of its coverage is reported as poorly read.
@@ -39,6 +39,10 @@ OPAQUE_COVER = 0.9
 #: Largest coverage read at a blurred or resampled fill's pixels: a resampler's ringing past the fill colour. Below
 #: what would read black as its near shade (1.26 over the lightest background).
 OVERSHOOT = 1.15
+
+#: Radius (canvas fraction) under which a read shape is a speck, not a ShapesWorld shape: two thirds of the smallest
+#: radius drawn (0.075, less 5%); compression ringing read as a shape is about half of that.
+SPECK_R = 0.67 * 0.95 * min(SIZES.values())
 
 
 class Unreadable(ValueError):
@@ -88,13 +92,16 @@ class SceneReading:
     background_error: float
     noise: float
 
-    def reasons(self, exact_colours: bool = False) -> list[str]:
+    def reasons(self, exact_colours: bool = False, whole: bool = False) -> list[str]:
         """Why this reading should not be trusted, one line per problem (empty when it is sound).
 
         Args:
             exact_colours: also distrust a fill that no ShapesWorld fill explains. Its colour is read as seen, a few
                 levels off its palette colour under blur, resampling or compression, which an edit's comparison of
                 two readings would count as a changed shade.
+            whole: also distrust a shape far smaller than any ShapesWorld shape. A generation draws whole shapes,
+                so such a speck is compression ringing or noise read as a shape (an edit's unfinished removal can
+                leave one, so edits leave this off).
         """
         out = [
             f"shape {i} ({r.shape.colour} {r.shape.kind}) does not match any ShapesWorld outline "
@@ -108,6 +115,13 @@ class SceneReading:
                 f"shade or tint ({r.colour_residual:.0f} levels off the nearest)"
                 for i, r in enumerate(self.shapes)
                 if not r.palette
+            ]
+        if whole:
+            out += [
+                f"shape {i} ({r.shape.colour} {r.shape.kind}, {r.pixels} pixels) is far smaller than any ShapesWorld "
+                "shape"
+                for i, r in enumerate(self.shapes)
+                if r.shape.r < SPECK_R
             ]
         if self.background_error > 12:
             out.append(f"the background differs from a ShapesWorld background by {self.background_error:.0f} levels")

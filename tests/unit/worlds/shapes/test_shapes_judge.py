@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import random
 
@@ -262,3 +263,18 @@ def test_a_near_miss_swap_of_look_alikes_is_told_apart_by_rotation(judge: Shapes
     edited = read_scene(render(case.edited, 64), priors=source.scene.shapes)
     judged = judge_edit(source.scene, edited.scene, instruction_ops(case.instruction, source.scene), "")
     assert (judged.execution, judged.consistency) == (case.execution, case.consistency) == (4, 3)
+
+
+@pytest.mark.parametrize("index", [9, 54])
+def test_a_jpeg_generation_is_judged_right_or_refused_on_washed_out_outlines_and_specks(
+    judge: ShapesWorldJudge, index: int
+) -> None:
+    # q90 JPEG washes three thin blue outlines toward grey (read black and off-palette) in 9, and rings a 4-pixel speck
+    # read as a second circle in 54: both once gave a wrong instruction score.
+    world = ShapesWorld(size=64, split="test")
+    sample = world.sample("instruction", index, world.targets("instruction", 60)[index])
+    buf = io.BytesIO()
+    sample.image.save(buf, format="JPEG", quality=90)
+    image = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    verdict = judge.judge([JudgeRequest("instruction", sample.text, image, None)])[0]
+    assert verdict.score in (None, sample.score), verdict.raw
