@@ -42,6 +42,7 @@ from firm.worlds.shapes.edit import OP_COUNTS, EditCase, sample_ops
 from firm.worlds.shapes.flaws import read_quality
 from firm.worlds.shapes.gen import GenCase
 from firm.worlds.shapes.grammar import GrammarError, instruction_ops, parse_prompt
+from firm.worlds.shapes.judge import check_washed_out
 from firm.worlds.shapes.ops import join_clauses
 from firm.worlds.shapes.oracle import consistency_answer, difference_report, execution_answer
 from firm.worlds.shapes.plan import analysis_plan, flaw_reasoning, instruction_answer, quality_answer
@@ -295,10 +296,11 @@ class ShapesWorldAnnotator(Annotator):
             return GenCase(spec, item.prompt, case.scene, case.degradation, tuple(answers), (), score)
         try:
             reading = read_scene(item.image)
-            _sound(reading.reasons(), "generated")
+            _sound(reading.reasons(whole=True), "generated")  # as the shapes critic reads a generation
+            score, answers = score_scene(spec, reading.scene)
+            check_washed_out(spec, reading, score)
         except Unreadable as err:
             raise _Rejection(str(err)) from None
-        score, answers = score_scene(spec, reading.scene)
         return GenCase(spec, item.prompt, reading.scene, Degradation(), tuple(answers), (), score)
 
     def _quality_label(self, item: GenItem) -> Label:

@@ -96,13 +96,8 @@ class ShapesWorldJudge(Critic):
         reading = self._read("generated", request, whole=True)
         scene = reading.scene
         score, answers = score_scene(spec, scene)
-        washed = [i for i, shape in enumerate(reading.shapes) if _washed_out(shape)]
-        if self.strict and _colour_decides(spec, scene, washed, score):
-            raise Unreadable(
-                "the colour of "
-                + ", ".join(f"shape {i} ({scene.shapes[i].colour} {scene.shapes[i].kind})" for i in washed)
-                + ", drawn as outlines, is not read exactly and decides the score"
-            )
+        if self.strict:
+            check_washed_out(spec, reading, score)
         case = GenCase(spec, request.text, scene, Degradation(), tuple(answers), (), score)
         lines, summary = instruction_reasoning(case)
         raw = format_answer("instruction", score, summary, analysis=lines)
@@ -125,13 +120,25 @@ class ShapesWorldJudge(Critic):
 WASHED_OUT = 5.0
 
 
-def _washed_out(reading: ShapeReading) -> bool:
+def washed_out(reading: ShapeReading) -> bool:
     """Whether an outlined shape's colour may be a washed-out stroke of another palette colour."""
     shape = reading.shape
     return shape.outline and reading.colour_residual > WASHED_OUT and (not reading.palette or shape.colour == "black")
 
 
-def _colour_decides(spec: GenSpec, scene: Scene, indices: list[int], score: int) -> bool:
+def check_washed_out(spec: GenSpec, reading: SceneReading, score: int) -> None:
+    """Raise :class:`Unreadable` when outlines whose colour may be washed out decide the instruction ``score``."""
+    washed = [i for i, shape in enumerate(reading.shapes) if washed_out(shape)]
+    scene = reading.scene
+    if colour_decides(spec, scene, washed, score):
+        raise Unreadable(
+            "the colour of "
+            + ", ".join(f"shape {i} ({scene.shapes[i].colour} {scene.shapes[i].kind})" for i in washed)
+            + ", drawn as outlines, is not read exactly and decides the score"
+        )
+
+
+def colour_decides(spec: GenSpec, scene: Scene, indices: list[int], score: int) -> bool:
     """Whether other palette colours for shapes ``indices`` (each alone, or all alike) would change the score."""
     trials = [[i] for i in indices] + ([indices] if len(indices) > 1 else [])
     for trial in trials:
