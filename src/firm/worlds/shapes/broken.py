@@ -147,6 +147,9 @@ def read_broken(img_HWC: np.ndarray, reading: SceneReading, deg: Degradation) ->
     size = img_HWC.shape[0]
     # A speck far smaller than any shape a generation draws is noise that the scene reading kept, not a shape.
     kept = [i for i, r in enumerate(reading.shapes) if r.pixels >= MIN_AREA * size * size]
+    # Noise moves a fill's mean off its palette colour by a few levels, which the reader keeps as the colour as
+    # seen: a fill within one pixel spread of its palette colour is that colour (the templates then test the rest).
+    reading = _snap_fills(reading, _pixel_sigma(deg))
     odd = [
         i
         for i in kept
@@ -158,6 +161,25 @@ def read_broken(img_HWC: np.ndarray, reading: SceneReading, deg: Degradation) ->
         return BrokenReading(0, False, (), f"{why}, which a generation never draws")
     matches = tuple(_match(_observe(img_HWC, reading, deg, i), size, len(kept), deg.blur) for i in kept)
     return _decide(matches)
+
+
+def _snap_fills(reading: SceneReading, sigma: float) -> SceneReading:
+    """``reading`` with each opaque fill within ``sigma`` levels (every channel) of its palette colour read as it."""
+
+    def near(shape: Shape) -> bool:
+        palette = COLOURS.get(shape.colour)
+        return (
+            shape.alpha == 1
+            and shape.shade is not None
+            and palette is not None
+            and max(abs(a - b) for a, b in zip(shape.shade, palette, strict=True)) <= sigma
+        )
+
+    if not any(near(r.shape) for r in reading.shapes):
+        return reading
+    shapes = tuple(replace(r, shape=replace(r.shape, shade=None)) if near(r.shape) else r for r in reading.shapes)
+    scene = replace(reading.scene, shapes=tuple(r.shape for r in shapes))
+    return replace(reading, scene=scene, shapes=shapes)
 
 
 def _decide(matches: tuple[ShapeMatch, ...]) -> BrokenReading:

@@ -101,3 +101,15 @@ def test_broken_shapes_and_unreadable_images_give_invalid_verdicts(judge: Shapes
     # the lenient judge scores broken shapes with its best template rather than refusing
     (lenient,) = ShapesWorldJudge(strict=False).judge(requests[:1])
     assert lenient.valid and lenient.score is not None and lenient.score < 5
+
+
+def test_a_fill_noise_moved_a_few_levels_off_its_palette_colour_is_still_read(judge: ShapesWorldJudge) -> None:
+    # Light noise moves a fill's mean a few levels off its palette colour and the reader keeps the colour as seen;
+    # within one pixel spread of the palette colour it is that colour, and the broken shape is read exactly.
+    score = WORLD.targets("quality", 100)[19]
+    sample = WORLD.sample("quality", 19, score)
+    assert sample.evidence["degradation"] == {"noise": 1, "broken": 1}
+    reading = read_quality(sample.image)
+    assert (reading.broken, reading.broken_exact) == (1, True), reading.broken_reason
+    (verdict,) = judge.judge([JudgeRequest("quality", sample.text, sample.image)])
+    assert verdict.valid and verdict.score == sample.score == 4
