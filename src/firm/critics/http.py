@@ -7,9 +7,11 @@ the bearer token read from a file or an environment variable; the server's ``Ret
 from __future__ import annotations
 
 import os
+import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -101,3 +103,89 @@ def error_message(response: httpx.Response) -> str:
             if isinstance(data.get(key), str):
                 return str(data[key])
     return response.text[:500]
+
+
+#: Longest wait between two attempts, whatever the backoff or the server's Retry-After says.
+MAX_BACKOFF_S = 30.0
+
+
+class Retryable(Exception):
+    """An attempt that failed in a way worth retrying; ``reason`` is what the caller reports if retries run out.
+
+    Attributes:
+        retry_after: the server's Retry-After hint in seconds, when it sent one.
+        connect_error: nothing answered at all (refused, unknown host): a wrong URL when it never succeeded.
+        answered: the server did answer (429, 5xx), so it is reachable.
+    """
+
+    def __init__(
+        self, reason: str, retry_after: float | None = None, connect_error: bool = False, answered: bool = False
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+        self.connect_error = connect_error
+        self.answered = answered
+
+
+class Refused(Exception):
+    """A 4xx answer: the request itself is wrong, so retrying cannot help; ``reason`` says what the server said."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+IMAGE_FORMATS = ("PNG", "JPEG")
+
+
+def check_client_settings(
+    base_url: str, image_format: str, concurrency: int, timeout_s: float, max_retries: int, backoff_s: float
+) -> None:
+    """The settings every OpenAI-compatible client checks at construction.
+
+    Raises:
+        ValueError: for a URL that is not http(s), an image format other than PNG or JPEG, or a setting out of range.
+    """
+    if not base_url.startswith(("http://", "https://")):
+        raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+    if image_format.upper() not in IMAGE_FORMATS:
+        raise ValueError(f"image_format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
+    if concurrency < 1 or timeout_s <= 0 or max_retries < 0 or backoff_s < 0:
+        raise ValueError(
+            "need concurrency >= 1, timeout_s > 0, max_retries >= 0 and backoff_s >= 0; got "
+            f"{concurrency}, {timeout_s}, {max_retries}, {backoff_s}"
+        )
+
+
+def post_attempt(client: httpx.Client, url: str, body: Any, timeout_s: float) -> httpx.Response:
+    """One POST of a JSON body: the response when it succeeded (status below 400).
+
+    Raises:
+        Retryable: connection errors, timeouts, network errors, 429 and 5xx answers.
+        Refused: other 4xx answers.
+    """
+    try:
+        response = client.post(url, json=body)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as err:  # refused, unknown host, or nothing answers at all
+        raise Retryable(f"cannot connect to {url}: {err or type(err).__name__}", connect_error=True) from err
+    except httpx.TimeoutException as err:
+        raise Retryable(f"timed out after {timeout_s:g} s ({type(err).__name__}) at {url}") from err
+    except (httpx.NetworkError, httpx.RemoteProtocolError) as err:
+        raise Retryable(f"{type(err).__name__} talking to {url}: {err}") from err
+    status = response.status_code
+    if status == 429 or status >= 500:
+        raise Retryable(
+            f"server answered {status}: {error_message(response)}", retry_after=retry_after(response), answered=True
+        )
+    if status >= 400:
+        raise Refused(f"server refused the request with {status}: {error_message(response)}")
+    return response
+
+
+def backoff_delay(backoff_s: float, attempt: int, hint: float | None) -> float:
+    """Seconds to wait before retry ``attempt + 1``: the server's hint, else ``backoff_s * 2**attempt`` with full
+    jitter (so concurrent retries do not hit the server in lockstep), at most :data:`MAX_BACKOFF_S`."""
+    if hint is not None:
+        return min(hint, MAX_BACKOFF_S)
+    return min(backoff_s * 2**attempt, MAX_BACKOFF_S) * random.uniform(0.5, 1.5)

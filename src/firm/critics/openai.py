@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import random
 import re
 import threading
 import time
@@ -27,29 +26,23 @@ from typing import Any
 import httpx
 
 from firm.critics.base import DIMENSIONS, FIRM_RANGE, Critic, JudgeRequest, ScoreRange, Verdict, task_of
-from firm.critics.http import PooledHttp, read_secret, retry_after
-from firm.critics.http import error_message as _error_message
+from firm.critics.http import (
+    PooledHttp,
+    Refused,
+    Retryable,
+    backoff_delay,
+    check_client_settings,
+    post_attempt,
+    read_secret,
+)
 from firm.critics.messages import build_messages, image_data_url
 from firm.critics.parsing import parse_verdict
 from firm.prompts import PromptTemplate, default_template, load_template
 
 log = logging.getLogger(__name__)
 
-IMAGE_FORMATS = ("PNG", "JPEG")
-#: Upper bound on one backoff sleep, whatever the attempt number or the server's Retry-After.
-MAX_BACKOFF_S = 30.0
 #: OpenAI's API accepts at most 20 top logprobs per position; vLLM's default limit is also 20.
 MAX_TOP_LOGPROBS = 20
-
-
-class _Retryable(Exception):
-    """An attempt that failed in a way worth retrying; ``reason`` is what the verdict says if retries run out."""
-
-    def __init__(self, reason: str, retry_after: float | None = None, connect_error: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-        self.connect_error = connect_error
 
 
 class _Failed(Exception):
@@ -130,16 +123,9 @@ class OpenAICompatibleCritic(Critic):
         score_range: ScoreRange = FIRM_RANGE,
         extra_body: dict[str, Any] | None = None,
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
-        if image_format.upper() not in IMAGE_FORMATS:
-            raise ValueError(f"image_format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
-        if concurrency < 1 or max_tokens < 1:
-            raise ValueError(f"concurrency and max_tokens must be >= 1, got {concurrency} and {max_tokens}")
-        if timeout_s <= 0 or max_retries < 0 or backoff_s < 0:
-            raise ValueError(
-                f"need timeout_s > 0, max_retries >= 0, backoff_s >= 0; got {timeout_s}, {max_retries}, {backoff_s}"
-            )
+        check_client_settings(base_url, image_format, concurrency, timeout_s, max_retries, backoff_s)
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.max_tokens = max_tokens
@@ -232,11 +218,11 @@ class OpenAICompatibleCritic(Critic):
                 answer = self._post(client, body)
             except _Failed as failure:
                 return _Outcome(Verdict.invalid(request.dimension, failure.reason))
-            except _Retryable as failure:
+            except Retryable as failure:
                 if attempt + 1 == attempts:
                     reason = f"{failure.reason} (gave up after {attempts} attempts)"
                     return _Outcome(Verdict.invalid(request.dimension, reason), connect_error=failure.connect_error)
-                delay = self._backoff(attempt, failure.retry_after)
+                delay = backoff_delay(self.backoff_s, attempt, failure.retry_after)
                 if failure.connect_error and not self._reached:
                     self._warn_unreachable(attempt + 1, attempts - 1, delay)
                 else:
@@ -259,36 +245,24 @@ class OpenAICompatibleCritic(Critic):
         log.warning("cannot reach %s, retrying (%d/%d) in %.1f s", self.url, retry, retries, delay)
 
     def _post(self, client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
-        """One attempt; returns the parsed JSON answer or raises :class:`_Retryable` / :class:`_Failed`."""
+        """One attempt; returns the parsed JSON answer or raises :class:`Retryable` / :class:`_Failed`."""
         try:
-            response = client.post(self.url, json=body)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as err:  # refused, unknown host, or nothing answers at all
-            detail = str(err) or type(err).__name__
-            raise _Retryable(f"cannot connect to {self.url}: {detail}", connect_error=True) from err
-        except httpx.TimeoutException as err:
-            raise _Retryable(f"timed out after {self.timeout_s:g} s ({type(err).__name__}) at {self.url}") from err
-        except (httpx.NetworkError, httpx.RemoteProtocolError) as err:
-            raise _Retryable(f"{type(err).__name__} talking to {self.url}: {err}") from err
+            response = post_attempt(client, self.url, body, self.timeout_s)
+        except Refused as refused:
+            self._reached = True
+            raise _Failed(refused.reason) from None
+        except Retryable as failure:
+            self._reached = self._reached or failure.answered
+            raise
         self._reached = True
-        status = response.status_code
-        if status == 429 or status >= 500:
-            message = _error_message(response)
-            raise _Retryable(f"server answered {status}: {message}", retry_after=retry_after(response))
-        if status >= 400:
-            raise _Failed(f"server refused the request with {status}: {_error_message(response)}")
         try:
             answer = response.json()
         except ValueError:
+            status = response.status_code
             raise _Failed(f"server answered {status} with a body that is not JSON: {response.text[:200]!r}") from None
         if not isinstance(answer, dict):
             raise _Failed(f"server answered with JSON that is not an object: {response.text[:200]!r}")
         return answer
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, MAX_BACKOFF_S)
-        # Full jitter around the exponential step, so concurrent retries do not hit the server in lockstep.
-        return min(self.backoff_s * 2**attempt, MAX_BACKOFF_S) * random.uniform(0.5, 1.5)
 
     def _verdict(self, request: JudgeRequest, answer: dict[str, Any]) -> Verdict:
         choices = answer.get("choices")

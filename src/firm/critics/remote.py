@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 from firm.critics.base import FIRM_RANGE, Critic, JudgeRequest, ScoreRange, Verdict
-from firm.critics.http import PooledHttp, read_secret, retry_after
+from firm.critics.http import IMAGE_FORMATS, PooledHttp, read_secret, retry_after
 from firm.critics.messages import encode_image
 from firm.serving.protocol import ROUTE_JUDGE, TOKEN_ENV
 
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 #: Statuses worth retrying besides every 5xx: the server asks the client to slow down. Other 4xx answers are the
 #: request's own fault and would only be refused again.
 RETRY_STATUSES = frozenset({429})
-IMAGE_FORMATS = ("PNG", "JPEG")
 
 
 class RemoteCritic(Critic):

