@@ -35,11 +35,13 @@ from PIL import Image
 
 from firm.critics.answer import QUALITY_ASPECTS
 from firm.critics.base import FIRM_RANGE
+from firm.errors import InputError
 
 __all__ = [
     "DETAIL_CATEGORIES",
     "PLAN_GROUPS",
     "Annotator",
+    "CurationError",
     "DifferenceReport",
     "EditItem",
     "GenItem",
@@ -146,6 +148,10 @@ class Rejected:
 
     def to_json(self) -> dict[str, str]:
         return {"reason": self.reason, "raw": self.raw}
+
+
+class CurationError(InputError):
+    """A curation run that cannot go on as configured; the message says what to change."""
 
 
 class StageUnsupported(NotImplementedError):

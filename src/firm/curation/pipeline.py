@@ -28,7 +28,6 @@ Output folder::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -44,6 +43,7 @@ from firm.critics.base import dimensions_of, task_of
 from firm.curation.balance import histogram, rebalance, selected_fraction
 from firm.curation.base import (
     Annotator,
+    CurationError,
     DifferenceReport,
     EditItem,
     GenItem,
@@ -55,10 +55,18 @@ from firm.curation.base import (
     content_hash,
 )
 from firm.curation.inputs import BadInput, read_items
+from firm.curation.output import (
+    ShardSet,
+    critic_sample,
+    duplicate_record,
+    exclusive,
+    finish,
+    new_record,
+    reject,
+    sample_entry,
+)
 from firm.data.records import RecordError, RecordStore
-from firm.data.schema import CriticSample, to_wds
-from firm.data.shards import atomic_path, remove_stale_partials
-from firm.errors import InputError
+from firm.data.shards import atomic_path
 
 __all__ = ["CurateSettings", "Curation", "CurationError"]
 
@@ -68,10 +76,6 @@ LABELS = "labels.jsonl"
 MANIFEST = "manifest.json"
 REJECTED = "rejected.jsonl"
 RUN = "run.json"
-
-
-class CurationError(InputError):
-    """A curation run that cannot go on as configured; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,7 @@ class _Stats:
     labelled_now: int = 0
     skipped: int = 0
     duplicates_now: int = 0
+    digests: dict[str, str] = field(default_factory=dict)  # input key -> content hash, as read this run
     samples_now: int = 0
     rejected_now: int = 0
     bad_inputs: list[dict[str, str]] = field(default_factory=list)
@@ -205,11 +210,12 @@ class Curation:
         if out.exists() and not out.is_dir():
             raise CurationError(f"--output {out} is a file; give a folder")
         out.mkdir(parents=True, exist_ok=True)
-        with _exclusive(out):
+        with exclusive(out):
             self._check_run_file(out)
             started = time.perf_counter()
-            stats = self._label(input_path, out)
-            return self._write(input_path, out, stats, time.perf_counter() - started)
+            done = self._journal(RecordStore(out / LABELS))
+            stats = self._label(input_path, out, done)
+            return self._write(input_path, out, stats, done, time.perf_counter() - started)
 
     def _check_run_file(self, out: Path) -> None:
         identity = {
@@ -259,10 +265,10 @@ class Curation:
             taken += 1
             yield entry
 
-    def _label(self, input_path: str | Path, out: Path) -> _Stats:
+    def _label(self, input_path: str | Path, out: Path, done: dict[str, dict[str, Any]]) -> _Stats:
+        """Label what ``done`` (the journal, input -> latest record) lacks; ``done`` is kept up to date."""
         stats = _Stats()
         store = RecordStore(out / LABELS)
-        done = self._journal(store)
         owner = {rec["hash"]: key for key, rec in done.items() if rec.get("status") != "duplicate"}
         pending: list[tuple[Item, str]] = []
         bar = tqdm(desc=f"curate {self.settings.task}", unit="input", disable=not self.progress)
@@ -272,6 +278,7 @@ class Curation:
                 for item in self._inputs(input_path, stats):
                     stats.read += 1
                     digest = content_hash(item)
+                    stats.digests[item.key] = digest
                     record = done.get(item.key)
                     if record is not None and record.get("hash") == digest:
                         if not (self.settings.retry_rejected and record.get("status") == "rejected"):
@@ -282,22 +289,29 @@ class Curation:
                         log.warning("%s: changed since it was labelled; labelling it again", item.origin)
                     first = owner.setdefault(digest, item.key)
                     if first != item.key:
-                        store.append([_duplicate_record(item, digest, first)])
+                        done[item.key] = duplicate_record(item, digest, first)
+                        store.append([done[item.key]])
                         stats.duplicates_now += 1
                         bar.update()
                         continue
                     pending.append((item, digest))
                     if len(pending) >= self.settings.batch_size:
-                        self._flush(pending, store, stats, bar, started)
+                        self._flush(pending, store, done, stats, bar, started)
                         pending = []
                 if pending:
-                    self._flush(pending, store, stats, bar, started)
+                    self._flush(pending, store, done, stats, bar, started)
         finally:
             bar.close()
         return stats
 
     def _flush(
-        self, batch: list[tuple[Item, str]], store: RecordStore, stats: _Stats, bar: tqdm, started: float
+        self,
+        batch: list[tuple[Item, str]],
+        store: RecordStore,
+        done: dict[str, dict[str, Any]],
+        stats: _Stats,
+        bar: tqdm,
+        started: float,
     ) -> None:
         items = [item for item, _ in batch]
         try:
@@ -309,6 +323,7 @@ class Curation:
             raise CurationError(f"{err}; give an annotator (or --planner) that answers this stage") from None
         for record, (_, digest) in zip(records, batch, strict=True):
             record["hash"] = digest
+            done[record["input"]] = record
         store.append(records)
         stats.labelled_now += len(records)
         bar.update(len(records))
@@ -348,7 +363,7 @@ class Curation:
 
     def _label_edits(self, items: list[EditItem]) -> list[dict[str, Any]]:
         s = self.settings
-        records = [_record(item) for item in items]
+        records = [new_record(item) for item in items]
         reports, tries = self._stage(
             "describe", lambda idx, att: self.annotator.describe([items[i] for i in idx], att), len(items),
             self.annotator,
@@ -358,7 +373,7 @@ class Curation:
         for r, (item, report) in enumerate(zip(items, reports, strict=True)):
             if isinstance(report, Rejected):
                 for dim in s.dimensions:
-                    _reject(records[r], "describe", dim, report, tries[r])
+                    reject(records[r], "describe", dim, report, tries[r])
             else:
                 scored.append((r, item, report, None))
         if s.rewrite_fraction:
@@ -369,7 +384,7 @@ class Curation:
             )  # fmt: skip
             for (r, item, report, _), new, n in zip(chosen, rewrites, rtries, strict=True):
                 if isinstance(new, Rejected):
-                    _reject(records[r], "rewrite", None, new, n)
+                    reject(records[r], "rewrite", None, new, n)
                     continue
                 twin = EditItem(f"{item.key}-rw", new, item.source, item.image, item.metadata, item.origin)
                 scored.append((r, twin, report, item.instruction))
@@ -381,15 +396,15 @@ class Curation:
             labels, ltries = self._stage("score", score, len(scored), self.annotator)
             for (r, item, report, replaced), label, n in zip(scored, labels, ltries, strict=True):
                 if isinstance(label, Rejected):
-                    _reject(records[r], "score", dim, label, n, rewritten=replaced is not None)
+                    reject(records[r], "score", dim, label, n, rewritten=replaced is not None)
                     continue
                 evidence = {"differences": report.to_json(), **label.evidence}
-                records[r]["samples"].append(_sample(item, label, evidence, replaced))
-        return [_finish(record) for record in records]
+                records[r]["samples"].append(sample_entry(item, label, evidence, replaced))
+        return [finish(record) for record in records]
 
     def _label_gens(self, items: list[GenItem]) -> list[dict[str, Any]]:
         s = self.settings
-        records = [_record(item) for item in items]
+        records = [new_record(item) for item in items]
         plans: list[Plan | Rejected | None] = [None] * len(items)
         ptries = [0] * len(items)
         if "instruction" in s.dimensions:
@@ -402,7 +417,7 @@ class Curation:
             ok = [r for r, plan in enumerate(plans) if isinstance(plan, Plan)]
             for r, plan in enumerate(plans):
                 if isinstance(plan, Rejected):
-                    _reject(records[r], "plan", "instruction", plan, ptries[r])
+                    reject(records[r], "plan", "instruction", plan, ptries[r])
             labels, ltries = self._stage(
                 "score",
                 lambda idx, att: self.annotator.score_instruction(
@@ -413,11 +428,11 @@ class Curation:
             )
             for r, label, n in zip(ok, labels, ltries, strict=True):
                 if isinstance(label, Rejected):
-                    _reject(records[r], "score", "instruction", label, n)
+                    reject(records[r], "score", "instruction", label, n)
                     continue
                 evidence = {"plan": _plan(plans[r]).to_json(), **label.evidence}
                 instruction_evidence[r] = evidence
-                records[r]["samples"].append(_sample(items[r], label, evidence, None))
+                records[r]["samples"].append(sample_entry(items[r], label, evidence, None))
         if "quality" in s.dimensions:
             labels, qtries = self._stage(
                 "quality", lambda idx, att: self.annotator.score_quality([items[i] for i in idx], att), len(items),
@@ -425,17 +440,18 @@ class Curation:
             )  # fmt: skip
             for r, (label, n) in enumerate(zip(labels, qtries, strict=True)):
                 if isinstance(label, Rejected):
-                    _reject(records[r], "quality", "quality", label, n)
+                    reject(records[r], "quality", "quality", label, n)
                     continue
                 plan_part = {"plan": instruction_evidence[r]["plan"]} if r in instruction_evidence else {}
-                records[r]["samples"].append(_sample(items[r], label, {**plan_part, **label.evidence}, None))
-        return [_finish(record) for record in records]
+                records[r]["samples"].append(sample_entry(items[r], label, {**plan_part, **label.evidence}, None))
+        return [finish(record) for record in records]
 
     # --- phase 2: shards and manifest -----------------------------------------------------------------------------
 
-    def _write(self, input_path: str | Path, out: Path, stats: _Stats, seconds: float) -> dict[str, Any]:
+    def _write(
+        self, input_path: str | Path, out: Path, stats: _Stats, done: dict[str, dict[str, Any]], seconds: float
+    ) -> dict[str, Any]:
         s = self.settings
-        done = self._journal(RecordStore(out / LABELS))
         records = [r for r in done.values() if r.get("status") != "duplicate"]
         samples = [x for r in records for x in r["samples"] if x["dimension"] in s.dimensions]
         natural = {
@@ -447,19 +463,19 @@ class Curation:
         else:
             keep = {key for d in s.dimensions for key in labelled[d]}
         # Shards follow the input order, whatever order the labels were made in.
-        shards = _ShardSet(out, f"curated-{s.task}", s.shard_size)
+        shards = ShardSet(out, f"curated-{s.task}", s.shard_size)
         written: Counter[str] = Counter()
         written_scores: dict[str, list[int]] = {d: [] for d in s.dimensions}
-        stats2 = _Stats()
         with shards:
-            for item in self._inputs(input_path, stats2):
+            for item in self._inputs(input_path, _Stats()):  # phase 1 counted the unreadable ones
                 record = done.get(item.key)
-                if record is None or record.get("status") != "labelled" or record.get("hash") != content_hash(item):
+                # a record made for other pixels or text than phase 1 read (a file changed meanwhile) is not written
+                if record is None or record.get("status") != "labelled" or record["hash"] != stats.digests[item.key]:
                     continue
                 for entry in record["samples"]:
                     if entry["key"] not in keep or entry["dimension"] not in s.dimensions:
                         continue
-                    shards.write(_critic_sample(item, entry, record))
+                    shards.write(critic_sample(item, entry, record))
                     written[entry["dimension"]] += 1
                     written_scores[entry["dimension"]].append(entry["score"])
         rejections = [
@@ -514,145 +530,6 @@ class Curation:
         return manifest
 
 
-@contextlib.contextmanager
-def _exclusive(out: Path) -> Iterator[None]:
-    """Hold ``<out>/.lock`` for the run: a second ``firm curate`` on the same folder is refused, not interleaved.
-
-    The lock is the operating system's (``flock``), so a killed run leaves nothing that blocks the next one.
-    """
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock, one writer is the user's promise
-        yield
-        return
-    with open(out / ".lock", "a+b") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CurationError(
-                f"another firm curate is writing {out}; wait for it or choose another --output"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-# --- records ----------------------------------------------------------------------------------------------------
-
-
-def _record(item: Item) -> dict[str, Any]:
-    return {"input": item.key, "origin": item.origin, "status": "", "samples": [], "rejected": []}
-
-
-def _duplicate_record(item: Item, digest: str, first: str) -> dict[str, Any]:
-    return {"input": item.key, "origin": item.origin, "status": "duplicate", "duplicate_of": first, "hash": digest,
-            "samples": [], "rejected": []}  # fmt: skip
-
-
-def _reject(
-    record: dict[str, Any], stage: str, dimension: str | None, why: Rejected, tries: int, rewritten: bool = False
-) -> None:
-    entry = {"stage": stage, "dimension": dimension, "reason": why.reason, "raw": why.raw, "tries": tries}
-    if rewritten:
-        entry["rewritten"] = True
-    record["rejected"].append(entry)
-
-
-def _finish(record: dict[str, Any]) -> dict[str, Any]:
-    record["status"] = "labelled" if record["samples"] else "rejected"
-    return record
-
-
 def _plan(plan: Plan | Rejected | None) -> Plan:
     assert isinstance(plan, Plan)
     return plan
-
-
-def _sample(item: Item, label: Label, evidence: dict[str, Any], replaced: str | None) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "key": f"{item.key}-{label.dimension}",
-        "dimension": label.dimension,
-        "text": item.text,
-        "score": label.score,
-        "answer": label.answer,
-        "sub_scores": None if label.sub_scores is None else list(label.sub_scores),
-        "evidence": evidence,
-        "raw": label.raw,
-    }
-    if replaced is not None:
-        entry["rewritten"] = True
-        entry["original_instruction"] = replaced
-    return entry
-
-
-def _critic_sample(item: Item, entry: dict[str, Any], record: dict[str, Any]) -> CriticSample:
-    provenance: dict[str, Any] = {"input": record["input"], "origin": record.get("origin", "")}
-    if item.metadata:
-        provenance["metadata"] = dict(item.metadata)
-    if entry.get("rewritten"):
-        provenance["rewritten_from"] = entry["original_instruction"]
-    return CriticSample(
-        key=entry["key"],
-        task="edit" if isinstance(item, EditItem) else "gen",
-        dimension=entry["dimension"],
-        text=entry["text"],
-        image=item.image,
-        source=item.source if isinstance(item, EditItem) else None,
-        score=entry["score"],
-        answer=entry["answer"],
-        sub_scores=None if entry["sub_scores"] is None else tuple(entry["sub_scores"]),
-        evidence=entry["evidence"],
-        provenance=provenance,
-    )
-
-
-class _ShardSet:
-    """Writes samples into ``<prefix>-NNNNNN.tar`` shards of ``size`` samples, each renamed into place when complete;
-    on close, shards of an earlier, longer write and partials of killed writers are removed."""
-
-    def __init__(self, folder: Path, prefix: str, size: int) -> None:
-        self.folder, self.prefix, self.size = folder, prefix, size
-        self.names: list[str] = []
-        self._count = 0
-        self._context: Any = None
-        self._sink: Any = None
-
-    def __enter__(self) -> _ShardSet:
-        for stale in self.folder.glob(f".{self.prefix}-*.tar.*.partial"):  # .<name>.<pid>.partial
-            remove_stale_partials(self.folder, stale.name[1:].split(".tar.")[0] + ".tar")
-        return self
-
-    def write(self, sample: CriticSample) -> None:
-        from webdataset.writer import TarWriter  # imports torch: only when shards are written
-
-        if self._sink is None:
-            name = f"{self.prefix}-{len(self.names):06d}.tar"
-            self._context = atomic_path(self.folder / name)
-            partial = self._context.__enter__()
-            self._sink = TarWriter(str(partial), mtime=0)
-            self.names.append(name)
-        self._sink.write(to_wds(sample))
-        self._count += 1
-        if self._count == self.size:
-            self._close_shard(None)
-
-    def _close_shard(self, exc: BaseException | None) -> None:
-        if self._sink is None:
-            return
-        self._sink.close()
-        self._sink = None
-        context, self._context = self._context, None
-        self._count = 0
-        if exc is None:
-            context.__exit__(None, None, None)
-        else:
-            context.__exit__(type(exc), exc, exc.__traceback__)
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        self._close_shard(exc)
-        if exc is not None:
-            return
-        for path in self.folder.glob(f"{self.prefix}-*.tar"):
-            if path.name not in self.names:
-                path.unlink()
