@@ -37,10 +37,10 @@ from firm.worlds.shapes.degrade import (
     Degradation,
     apply_pixels,
 )
-from firm.worlds.shapes.outline import UPRIGHT, coverage
+from firm.worlds.shapes.outline import coverage
 from firm.worlds.shapes.read import SceneReading
 from firm.worlds.shapes.render import outline_points, render, supersample
-from firm.worlds.shapes.scene import COLOURS, GAP, KINDS, SIZES, Scene, Shape
+from firm.worlds.shapes.scene import COLOURS, GAP, KINDS, SIZES, UPRIGHT, Scene, Shape
 
 #: Rotations tried for the kinds ShapesWorld rotates (``scene.random_shape`` draws them within +-12 degrees).
 _ANGLES = tuple(float(a) for a in range(-12, 13, 4))

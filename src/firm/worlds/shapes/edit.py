@@ -140,7 +140,7 @@ def _significant_change(scene: Scene, shape: Shape, rng: random.Random) -> Scene
     if how == "recolour":
         return scene.with_shape(replace(shape, colour=rng.choice([c for c in COLOURS if c != shape.colour])))
     if how == "kind":
-        return scene.with_shape(replace(shape, kind=rng.choice([k for k in KINDS if k != shape.kind])))
+        return scene.with_shape(shape.as_kind(rng.choice([k for k in KINDS if k != shape.kind])))
     for _ in range(10):
         moved = place(shape, scene, rng)
         if moved is not None and math.hypot(moved.x - shape.x, moved.y - shape.y) >= 0.2:

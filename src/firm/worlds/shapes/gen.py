@@ -224,7 +224,8 @@ def violate(spec: GenSpec, scene: Scene, what: Violation, rng: random.Random) ->
         found = members(scene, group)
         if rng.random() < 0.5:  # left out
             return replace(scene, shapes=tuple(s for s in scene.shapes if s not in found))
-        return _restyle(scene, found, kind=rng.choice(spare_kinds))  # drawn as something else
+        kind = rng.choice(spare_kinds)  # drawn as something else
+        return _checked(scene, [s.as_kind(kind) for s in found])
     if kind == "unrelated":
         return _unrelated(spec, scene, spare_kinds, rng)
     raise ValueError(f"cannot break requirement {what!r} of this prompt")

@@ -123,7 +123,7 @@ class Add(Op):
             if wrong == "colour":
                 return _checked(scene, replace(new, colour=_other_colour(rng, new.colour)))
             if wrong == "kind":
-                return _checked(scene, replace(new, kind=rng.choice([k for k in KINDS if k != new.kind])))
+                return _checked(scene, new.as_kind(rng.choice([k for k in KINDS if k != new.kind])))
             return _checked(scene, new.moved(*self.wrong_spot))
         if how is F.VAGUE:
             return _checked(scene, replace(new, r=new.r * 0.4, alpha=0.35))

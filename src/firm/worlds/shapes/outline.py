@@ -17,12 +17,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from firm.worlds.shapes.render import _paint, outline_points, supersample
-from firm.worlds.shapes.scene import KINDS, Shape
+from firm.worlds.shapes.scene import KINDS, UPRIGHT, Shape
 
-__all__ = ["ANGLES", "MIN_CUT_AREA", "ROUND", "UPRIGHT", "coverage", "fit_cut", "fit_outline"]
+__all__ = ["ANGLES", "MIN_CUT_AREA", "ROUND", "coverage", "fit_cut", "fit_outline"]
 
-#: Kinds ShapesWorld draws upright (rotation is decoration on the others, within +-12 degrees).
-UPRIGHT = ("circle", "square")
 #: Rotations tried for the other kinds, degrees.
 ANGLES = tuple(float(a) for a in range(-15, 16, 3))
 #: A stretch within this share of 1 is read as none (small shapes' moments are a few pixels' worth).
@@ -174,8 +172,16 @@ def _fill_holes(cover: np.ndarray) -> np.ndarray:
         if 0 <= y < h and 0 <= x < w and empty[y, x] and not reached[y, x]:
             reached[y, x] = True
             queue.extend(((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)))
+    inside = empty & ~reached
+    # The stroke is drawn inside the outline, so a pixel beside the enclosed hole is inside it too: its partial cover
+    # is the stroke's inner edge, and counting it as partial would shrink the shape by a pixel all round.
+    beside = inside.copy()
+    beside[1:] |= inside[:-1]
+    beside[:-1] |= inside[1:]
+    beside[:, 1:] |= inside[:, :-1]
+    beside[:, :-1] |= inside[:, 1:]
     filled = cover.copy()
-    filled[empty & ~reached] = 1.0
+    filled[beside] = 1.0
     return filled
 
 

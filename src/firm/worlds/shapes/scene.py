@@ -40,6 +40,8 @@ BACKGROUNDS: dict[str, RGB] = {
 
 TEXTURES = ("plain", "dotted", "striped", "checkered")
 KINDS = ("circle", "square", "triangle", "diamond", "star", "hexagon")
+#: Kinds drawn upright: rotation is decoration on the others (within +-12 degrees), and would blur these kinds.
+UPRIGHT = ("circle", "square")
 
 #: Radius (canvas fraction) at the centre of each size class used when sampling.
 SIZES: dict[str, float] = {"small": 0.075, "medium": 0.105, "large": 0.14}
@@ -128,6 +130,10 @@ class Shape:
 
     def moved(self, x: float, y: float) -> Shape:
         return replace(self, x=x, y=y)
+
+    def as_kind(self, kind: str) -> Shape:
+        """This shape drawn as another kind: upright when that kind is always drawn so."""
+        return replace(self, kind=kind, angle=0.0 if kind in UPRIGHT else self.angle)
 
 
 @dataclass(frozen=True)
@@ -228,8 +234,7 @@ def random_shape(
 ) -> Shape:
     """A shape with random kind, colour, size class and rotation, at the centre (place it with :func:`place`)."""
     kind = rng.choice(list(kinds))
-    # Rotation is decoration; circles and squares stay upright so their kind reads at once.
-    angle = 0.0 if kind in ("circle", "square") else rng.uniform(-12, 12)
+    angle = 0.0 if kind in UPRIGHT else rng.uniform(-12, 12)
     r = SIZES[rng.choice(list(sizes))] * rng.uniform(0.95, 1.05)
     return Shape(shape_id, kind, rng.choice(list(colours)), 0.5, 0.5, r, angle)
 
