@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from firm.worlds.shapes.case import EditCase
 from firm.worlds.shapes.diff import count_unintended
-from firm.worlds.shapes.edit import EditCase
 from firm.worlds.shapes.ops import _ADD_WHERE, MIN_MOVE, Add, Move, Op, Recolour, Remove, Resize, Swap
 from firm.worlds.shapes.refer import in_region
 from firm.worlds.shapes.rubric import Fulfilment as F

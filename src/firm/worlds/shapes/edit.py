@@ -4,18 +4,35 @@ The edited scene is the source with each operation carried out to a chosen :clas
 chosen number of unintended changes to shapes the instruction does not name (consistency), and sometimes a global
 tone shift that the rubric excuses. Scores are then *computed*: execution from the fulfilments, consistency by
 diffing the two scene graphs. Asking for a score only steers the choices; a case whose computed score differs is
-thrown away and drawn again.
+thrown away and drawn again, and so is one whose two scene graphs, compared the way the judge compares two
+readings (``compare.judge_edit``), say otherwise: a label no image could justify (two look-alikes swapped, an
+unintended new shape that looks like a requested one done wrongly) is never written.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from firm.worlds.shapes.diff import UnintendedCount, count_unintended
+from firm.worlds.shapes.case import EditCase
+from firm.worlds.shapes.compare import judge_edit
+from firm.worlds.shapes.diff import count_unintended
 from firm.worlds.shapes.ops import OPS, Op, join_clauses
 from firm.worlds.shapes.rubric import Fulfilment, change_plans, consistency_score, execution_score, outcome_plans
+
+__all__ = [
+    "BACKGROUND_CONSISTENCY",
+    "BACKGROUND_EXECUTION",
+    "MAX_UNINTENDED",
+    "OP_COUNTS",
+    "TONE_SHIFT",
+    "EditCase",
+    "add_unintended",
+    "build_edit_case",
+    "execute",
+    "sample_ops",
+]
 from firm.worlds.shapes.scene import BACKGROUNDS, COLOURS, KINDS, Scene, Shape, fits, place, random_shape, sample_scene
 
 #: How often an instruction has one, two or three operations.
@@ -27,44 +44,6 @@ BACKGROUND_EXECUTION = ((5, 0.5), (4, 0.15), (3, 0.15), (2, 0.1), (1, 0.1))
 MAX_UNINTENDED = 6
 #: Probability of an excused global tone shift in an edited image.
 TONE_SHIFT = 0.15
-
-
-@dataclass(frozen=True)
-class EditCase:
-    """One edit with its exact scores.
-
-    Attributes:
-        source: the scene before the edit.
-        edited: the scene after it.
-        ops: the requested operations, in instruction order.
-        outcomes: how far each operation was carried out.
-        instruction: the instruction text.
-        unintended: the counted and excused unintended changes.
-        execution: the execution score (1-5).
-        consistency: the consistency score (1-5).
-    """
-
-    source: Scene
-    edited: Scene
-    ops: tuple[Op, ...]
-    outcomes: tuple[Fulfilment, ...]
-    instruction: str
-    unintended: UnintendedCount
-    execution: int
-    consistency: int
-
-    @property
-    def requested(self) -> set[int]:
-        return {t for op in self.ops for t in op.targets}
-
-    @property
-    def difficulty(self) -> str:
-        """ "easy" for one operation, "hard" for a compound instruction."""
-        return "easy" if len(self.ops) == 1 else "hard"
-
-    @property
-    def replaced(self) -> bool:
-        return self.unintended.different_image
 
 
 def _weighted(rng: random.Random, table: tuple[tuple[int, float], ...]) -> int:
@@ -240,4 +219,7 @@ def _try_edit_case(rng: random.Random, execution: int | None, consistency: int |
         execution=execution_score(outcomes),
         consistency=consistency_score(count.significant, count.minor, count.different_image),
     )
-    return case if (case.execution, case.consistency) == (e, c) else None
+    if (case.execution, case.consistency) != (e, c):
+        return None
+    seen = judge_edit(source, edited, ops, case.instruction)  # what the two pictures show, ids unseen
+    return case if (seen.execution, seen.consistency) == (e, c) else None
