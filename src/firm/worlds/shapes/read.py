@@ -22,7 +22,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from firm.worlds.shapes.outline import fit_cut, fit_outline
+from firm.worlds.shapes.outline import coverage, fit_cut, fit_outline
 from firm.worlds.shapes.render import MAX_SIZE, MIN_SIZE, render
 from firm.worlds.shapes.scene import BACKGROUNDS, COLOURS, RGB, SIZES, TEXTURES, Background, Scene, Shape, blend
 from firm.worlds.shapes.scene import near_shade as _near_shade
@@ -462,13 +462,14 @@ def _read_shape(
     core = strong if strong.sum() >= 3 else core
     plain = _rendered_background(background, 0.0, size)[y0:y1, x0:x1] if tone else box_bg
     fill = _fit_fill(box_arr[core], box_bg[core], plain[core], tone)
-    e = _shift(fill.rgb, round(18 * tone)) - box_bg
-    cover = ((box_arr - box_bg) * e).sum(axis=2) / np.maximum((e * e).sum(axis=2), 1.0) / fill.alpha
-    cover = np.clip(cover, 0.0, 1.0)
-    cover[others | ~_dilate(mine, 2)] = 0.0
+    cover = _cover(box_arr, box_bg, fill, tone, others, mine)
     if cover.sum() < 1.0:
         return None  # under a pixel's worth of this colour: a speck, not a shape
     shape, residual = fit_outline(cover, (x0, y0), size, mine)
+    if shape.outline:
+        fill, cover, shape, residual = _stroke(
+            box_arr, box_bg, (fill, cover, shape, residual), tone, others, mine, (x0, y0), size
+        )
     if residual > POOR_FIT / 2 or shape.aspect != 1:
         # A half-cut square and a squashed one draw the same pixels: where the source had that shape in that place,
         # an unfinished removal is the reading that keeps its identity.
@@ -478,6 +479,71 @@ def _read_shape(
                 shape, residual = cut
     shape = replace(shape, colour=fill.colour, shade=fill.shade, alpha=round(fill.alpha, 3))
     return ShapeReading(shape, residual, fill.residual, len(ys), fill.palette)
+
+
+def _stroke(
+    box_arr: np.ndarray,
+    box_bg: np.ndarray,
+    first: tuple[_Fill, np.ndarray, Shape, float],
+    tone: float,
+    others: np.ndarray,
+    mine: np.ndarray,
+    origin: tuple[int, int],
+    size: int,
+) -> tuple[_Fill, np.ndarray, Shape, float]:
+    """An outline's fill and outline, read together.
+
+    A stroke a pixel or two wide covers few pixels whole, so the fill read from its most changed pixels is partly
+    background: a lighter shade and a wider ring explain them as well as the true colour and ring do, as far as
+    those pixels go. Each candidate fill (the one read, the palette colour of that name, its near shade) gives its
+    coverage and its best outline; the candidate whose drawing reproduces the pixels best is the reading.
+
+    Args:
+        first: the fill, coverage, outline and outline residual read first.
+    """
+    h, w = mine.shape
+    fill = first[0]
+    candidates = [fill]
+    for shade in (None, _near_shade(COLOURS[fill.colour])):
+        rgb = np.array(COLOURS[fill.colour] if shade is None else shade, dtype=np.float32)
+        if (shade, 1.0) != (fill.shade, fill.alpha):
+            candidates.append(_Fill(fill.colour, shade, 1.0, 0.0, rgb))
+    near = _dilate(mine, 2) & ~others
+    best: tuple[float, _Fill, np.ndarray, Shape, float] | None = None
+    for cand in candidates:
+        if cand is fill:
+            _, cover, fitted, residual = first
+        else:
+            cover = _cover(box_arr, box_bg, cand, tone, others, mine)
+            fitted, residual = fit_outline(cover, origin, size, mine)
+        drawn = coverage(fitted, size, origin, (w, h))[..., None] * cand.alpha
+        model = box_bg + drawn * (_shift(cand.rgb, round(18 * tone)) - box_bg)
+        err = float(np.abs(model - box_arr)[near].mean())
+        if best is None or err < best[0]:
+            best = (err, cand, cover, fitted, residual)
+    assert best is not None
+    _, chosen, cover, fitted, residual = best
+    if chosen is not fill:
+        # how far the stroke's pixels, unmixed from the background by the drawn coverage, are from the fill
+        drawn = coverage(fitted, size, origin, (w, h))
+        stroke = mine & (drawn >= 0.5)
+        if stroke.sum():
+            unmixed = box_bg[stroke] + (box_arr[stroke] - box_bg[stroke]) / drawn[stroke][:, None]
+            target = _shift(chosen.rgb, round(18 * tone))
+            chosen = replace(chosen, residual=float(np.abs(unmixed - target).mean()))
+    return chosen, cover, fitted, residual
+
+
+def _cover(
+    box_arr: np.ndarray, box_bg: np.ndarray, fill: _Fill, tone: float, others: np.ndarray, mine: np.ndarray
+) -> np.ndarray:
+    """How much of each pixel of the box ``fill`` covers (0-1): each pixel's share of the way from background to
+    fill, kept to the component and its rim."""
+    e = _shift(fill.rgb, round(18 * tone)) - box_bg
+    cover = ((box_arr - box_bg) * e).sum(axis=2) / np.maximum((e * e).sum(axis=2), 1.0) / fill.alpha
+    cover = np.clip(cover, 0.0, 1.0)
+    cover[others | ~_dilate(mine, 2)] = 0.0
+    return cover
 
 
 def _erode(mask: np.ndarray) -> np.ndarray:

@@ -278,3 +278,14 @@ def test_a_jpeg_generation_is_judged_right_or_refused_on_washed_out_outlines_and
     image = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
     verdict = judge.judge([JudgeRequest("instruction", sample.text, image, None)])[0]
     assert verdict.score in (None, sample.score), verdict.raw
+
+
+@pytest.mark.parametrize("kind", ["circle", "square", "triangle", "diamond", "star", "hexagon"])
+def test_a_small_outlined_shape_is_read_at_its_size(kind: str) -> None:
+    # At 64 px a small outline is a ring about one pixel wide; its inner edge is inside the shape, not a partial rim.
+    for k, angle in enumerate((-8.8, 0.0, 3.6, 10.5)):
+        angle = 0.0 if kind in ("circle", "square") else angle
+        truth = Shape(0, kind, "black", 0.3 + 0.05 * k, 0.6 - 0.03 * k, 0.0785, angle, outline=True)
+        reading = read_scene(render(Scene(_bg(), (truth,)), 64))
+        assert reading.reasons() == [], (kind, angle)
+        assert _same_shapes(Scene(_bg(), (truth,)), reading.scene) == [], (kind, angle)
