@@ -98,6 +98,7 @@ class ShapesWorldJudge(Critic):
         score, answers = score_scene(spec, scene)
         if self.strict:
             check_washed_out(spec, reading, score)
+            check_background(spec, reading, score)
         case = GenCase(spec, request.text, scene, Degradation(), tuple(answers), (), score)
         lines, summary = instruction_reasoning(case)
         raw = format_answer("instruction", score, summary, analysis=lines)
@@ -136,6 +137,18 @@ def check_washed_out(spec: GenSpec, reading: SceneReading, score: int) -> None:
             + ", ".join(f"shape {i} ({scene.shapes[i].colour} {scene.shapes[i].kind})" for i in washed)
             + ", drawn as outlines, is not read exactly and decides the score"
         )
+
+
+def check_background(spec: GenSpec, reading: SceneReading, score: int) -> None:
+    """Raise :class:`Unreadable` when the pixels admit another background that would change the instruction
+    ``score``."""
+    for other in reading.alternatives:
+        if score_scene(spec, replace(reading.scene, background=other))[0] != score:
+            seen = reading.scene.background
+            raise Unreadable(
+                f"the background reads as {seen.colour} ({seen.texture}) or as {other.colour} ({other.texture}), "
+                "and which it is decides the score"
+            )
 
 
 def colour_decides(spec: GenSpec, scene: Scene, indices: list[int], score: int) -> bool:

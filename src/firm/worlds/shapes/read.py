@@ -14,6 +14,7 @@ refused with :class:`Unreadable`, and each shape carries the residual of its fit
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -39,6 +40,10 @@ OPAQUE_COVER = 0.9
 #: Largest coverage read at a blurred or resampled fill's pixels: a resampler's ringing past the fill colour. Below
 #: what would read black as its near shade (1.26 over the lightest background).
 OVERSHOOT = 1.15
+
+#: Opacity under which a shape is faint (ShapesWorld fades shapes to at most 0.6), and how much worse than the best
+#: outline a source shape's own outline may fit such a shape and still be read as that shape fading.
+FAINT, FAINT_MARGIN = 0.6, 0.05
 
 #: Radius (canvas fraction) under which a read shape is a speck, not a ShapesWorld shape: two thirds of the smallest
 #: radius drawn (0.075, less 5%); compression ringing read as a shape is about half of that.
@@ -84,6 +89,8 @@ class SceneReading:
         background_error: mean per-channel difference (levels) between the image and the rendered background,
             outside the shapes.
         noise: a robust estimate of the pixel noise (levels) left after the background is explained.
+        alternatives: other backgrounds the pixels admit as well (a tint and a tone, or a slight colour cast, can
+            make one palette background look like another) where the shapes cannot tell them apart.
     """
 
     scene: Scene
@@ -91,6 +98,7 @@ class SceneReading:
     size: int
     background_error: float
     noise: float
+    alternatives: tuple[Background, ...] = ()
 
     def reasons(self, exact_colours: bool = False, whole: bool = False) -> list[str]:
         """Why this reading should not be trusted, one line per problem (empty when it is sound).
@@ -146,9 +154,15 @@ def read_scene(image: Image.Image, priors: Sequence[Shape] = ()) -> SceneReading
     # A tint and a tone shift can also turn one palette background into another exactly (pale blue darkened is light
     # grey cooled); the tone shifts the shapes' colours too, the tint does not, so the shapes decide.
     readings = [(err, _read_over(arr, bg, tone, priors)) for err, bg, tone in options]
-    return min(
-        readings, key=lambda r: (sum(s.shape.shade is not None for s in r[1].shapes), r[0] + _colour_error(r[1]))
-    )[1]
+
+    def shades(reading: SceneReading) -> int:
+        return sum(s.shape.shade is not None for s in reading.shapes)
+
+    best = min(readings, key=lambda r: (shades(r[1]), r[0] + _colour_error(r[1])))[1]
+    if best.background_error < 1.0 and best.scene.background.tint == (0, 0, 0) and best.scene.tone == 0:
+        return best  # a palette background to the level: nothing else explains it as well
+    others = tuple(r.scene.background for _, r in readings if r is not best and shades(r) == shades(best))
+    return replace(best, alternatives=others)
 
 
 def _colour_error(reading: SceneReading) -> float:
@@ -220,9 +234,12 @@ def _backgrounds(arr: np.ndarray) -> list[tuple[float, Background, float]]:
         )
     found.sort(key=lambda f: f[0])
     # Within the parsimony penalty of the best, another palette colour is a real alternative (one of each colour).
+    # A plain palette background a few levels off (a colour cast) is one too: a cast can mimic another background
+    # under a tint and a tone, which shift the shapes' colours differently.
     options: dict[str, tuple[float, Background, float]] = {}
     for f in found:
-        if f[0] <= found[0][0] + 0.6 and f[1].colour not in options:
+        plain = f[1].tint == (0, 0, 0) and f[2] == 0
+        if (f[0] <= found[0][0] + 0.6 or (plain and f[0] <= found[0][0] + 6)) and f[1].colour not in options:
             options[f[1].colour] = f
     return list(options.values())
 
@@ -251,6 +268,11 @@ def _tint_and_shift(mode: np.ndarray, base: np.ndarray) -> Iterator[tuple[int, i
     """(tint, shift) pairs under which ``base`` renders as ``mode``, as the plain colour or as texture ink."""
     for ink in (False, True):
         scale = 0.9 if ink else 1.0
+        if float(np.abs((np.round(base * 0.9) if ink else base) - mode).max()) <= 6:
+            # A few levels off in any channel is a slight colour cast, compression or noise, not a tint or a tone
+            # (ShapesWorld's are 9 levels or more, and a tone moves red and blue together)
+            yield 0, 0
+            continue
         tint = round(float(mode[1]) / scale - float(base[1]))
         if not -MAX_TINT <= tint <= 2:
             continue
@@ -477,6 +499,18 @@ def _read_shape(
             cut = fit_cut(cover, (x0, y0), size, replace(prior, shade=None, alpha=1.0))
             if cut is not None and (cut[1] < residual or cut[1] < POOR_FIT / 2):
                 shape, residual = cut
+    if fill.alpha < FAINT and residual > 0.02:
+        # A faint shape's outline drowns in noise: where the source had a shape in its place, the fading (an
+        # unfinished removal) keeps that shape's outline unless the pixels clearly say otherwise.
+        h, w = cover.shape
+        for prior in priors:
+            if math.hypot(prior.x - shape.x, prior.y - shape.y) > 0.02 or abs(prior.r / shape.r - 1) > 0.1:
+                continue
+            same = replace(prior, shade=None, alpha=1.0)
+            err = float(np.abs(coverage(same, size, (x0, y0), (w, h)) - cover).sum()) / max(float(cover.sum()), 1.0)
+            if err <= residual + FAINT_MARGIN:
+                shape, residual = same, err
+                break
     shape = replace(shape, colour=fill.colour, shade=fill.shade, alpha=round(fill.alpha, 3))
     return ShapeReading(shape, residual, fill.residual, len(ys), fill.palette)
 
