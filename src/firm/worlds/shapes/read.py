@@ -44,6 +44,8 @@ OVERSHOOT = 1.15
 #: Opacity under which a shape is faint (ShapesWorld fades shapes to at most 0.6), and how much worse than the best
 #: outline a source shape's own outline may fit such a shape and still be read as that shape fading.
 FAINT, FAINT_MARGIN = 0.6, 0.05
+#: ... and how many levels worse its own colour may explain the faint fill and still be read as its colour.
+FAINT_COLOUR = 2.0
 
 #: Radius (canvas fraction) under which a read shape is a speck, not a ShapesWorld shape: two thirds of the smallest
 #: radius drawn (0.075, less 5%); compression ringing read as a shape is about half of that.
@@ -273,6 +275,9 @@ def _tint_and_shift(mode: np.ndarray, base: np.ndarray) -> Iterator[tuple[int, i
             # (ShapesWorld's are 9 levels or more, and a tone moves red and blue together)
             yield 0, 0
             continue
+        cast = _cast_explained(mode, base, ink)
+        if cast is not None:
+            yield cast
         tint = round(float(mode[1]) / scale - float(base[1]))
         if not -MAX_TINT <= tint <= 2:
             continue
@@ -290,6 +295,27 @@ def _tint_and_shift(mode: np.ndarray, base: np.ndarray) -> Iterator[tuple[int, i
             for dt in (0, -1, 1) if tint else (0,):
                 for ds in (0, -1, 1) if shift else (0,):
                     yield tint + dt, shift + ds
+
+
+_TINTS_TRIED = np.array([0, *range(-9, -MAX_TINT - 1, -1)], dtype=np.float32)
+_SHIFTS_TRIED = np.array([0, *range(9, MAX_SHIFT + 1), *range(-9, -MAX_SHIFT - 1, -1)], dtype=np.float32)
+
+
+def _cast_explained(mode: np.ndarray, base: np.ndarray, ink: bool) -> tuple[int, int] | None:
+    """The ShapesWorld-sized tint and tone shift (9 levels or more, or none) under which ``base`` renders nearest
+    ``mode``, when a slight colour cast (6 levels or less per channel) explains the rest; None when none does.
+
+    The exact reading above takes the tint from green and the shift from red, which a cast on those channels throws
+    off; this looks at every tint and shift ShapesWorld draws."""
+    shown = np.clip(base[None, None, :] + _TINTS_TRIED[:, None, None], 0, 255)  # [T, 1, 3]
+    shown = np.round(shown * 0.9) if ink else shown
+    step = np.stack([_SHIFTS_TRIED, np.zeros_like(_SHIFTS_TRIED), -_SHIFTS_TRIED], axis=-1)  # [S, 3]
+    looks = np.clip(shown + step[None, :, :], 0, 255)  # [T, S, 3]
+    off = np.abs(looks - mode).max(axis=-1)
+    t, k = np.unravel_index(int(np.argmin(off)), off.shape)
+    if off[t, k] > 6 or (t == 0 and k == 0):
+        return None
+    return int(_TINTS_TRIED[t]), int(_SHIFTS_TRIED[k])
 
 
 @lru_cache(maxsize=128)
@@ -429,22 +455,11 @@ def _fit_fill(obs: np.ndarray, under: np.ndarray, under_plain: np.ndarray, tone:
     if opaque[0] <= OPAQUE_FIT:
         res, name, shade, rgb = opaque
         return _Fill(name, shade, 1.0, res, np.array(rgb, dtype=np.float32))
-    # Translucent fills are fitted before the tone shift, on channels the shift did not clip.
-    step = np.array([shift, 0, -shift], dtype=np.float32)
-    seen = (obs > 0.5) & (obs < 254.5)
-    d = np.where(seen, obs - step - under_plain, 0.0)
     best: _Fill | None = None
     for name, shade, rgb in _PALETTE:
-        e = np.where(seen, np.array(rgb, dtype=np.float32) - under_plain, 0.0)
-        denom = float((e * e).sum())
-        if denom < 1:
-            continue
-        alpha = min(float((d * e).sum()) / denom, 1.0)
-        if alpha < 0.05:
-            continue
-        res = float(np.abs(d - alpha * e).mean())
-        if best is None or res < best.residual:
-            best = _Fill(name, shade, alpha, res, np.array(rgb, dtype=np.float32))
+        faded = _faded(obs, under_plain, tone, name, shade, rgb)
+        if faded is not None and (best is None or faded.residual < best.residual):
+            best = faded
     if best is None or opaque[0] <= best.residual:
         # Off the palette: the nearest palette name, the colour as seen (poorly explained, and reported so).
         res, name, _, _ = opaque
@@ -454,6 +469,32 @@ def _fit_fill(obs: np.ndarray, under: np.ndarray, under_plain: np.ndarray, tone:
     if best.alpha > 0.93:
         best = replace(best, alpha=1.0)
     return best
+
+
+def _in_place_of(prior: Shape, shape: Shape, same_kind: bool = True) -> bool:
+    """Whether ``shape`` stands where ``prior`` stood, at its size (and of its kind)."""
+    near = math.hypot(prior.x - shape.x, prior.y - shape.y) <= 0.02 and abs(prior.r / shape.r - 1) <= 0.1
+    return near and (prior.kind == shape.kind or not same_kind)
+
+
+def _faded(
+    obs: np.ndarray, under_plain: np.ndarray, tone: float, name: str, shade: RGB | None, rgb: RGB
+) -> _Fill | None:
+    """The fill ``rgb`` at the opacity that best explains ``obs`` over the background; None if under 0.05 opaque.
+
+    Fitted before the tone shift, on channels the shift did not clip.
+    """
+    shift = round(18 * tone)
+    seen = (obs > 0.5) & (obs < 254.5)
+    d = np.where(seen, obs - np.array([shift, 0, -shift], dtype=np.float32) - under_plain, 0.0)
+    e = np.where(seen, np.array(rgb, dtype=np.float32) - under_plain, 0.0)
+    denom = float((e * e).sum())
+    if denom < 1:
+        return None
+    alpha = min(float((d * e).sum()) / denom, 1.0)
+    if alpha < 0.05:
+        return None
+    return _Fill(name, shade, alpha, float(np.abs(d - alpha * e).mean()), np.array(rgb, dtype=np.float32))
 
 
 def _read_shape(
@@ -504,13 +545,23 @@ def _read_shape(
         # unfinished removal) keeps that shape's outline unless the pixels clearly say otherwise.
         h, w = cover.shape
         for prior in priors:
-            if math.hypot(prior.x - shape.x, prior.y - shape.y) > 0.02 or abs(prior.r / shape.r - 1) > 0.1:
+            if not _in_place_of(prior, shape, same_kind=False):
                 continue
             same = replace(prior, shade=None, alpha=1.0)
             err = float(np.abs(coverage(same, size, (x0, y0), (w, h)) - cover).sum()) / max(float(cover.sum()), 1.0)
             if err <= residual + FAINT_MARGIN:
                 shape, residual = same, err
                 break
+    if fill.alpha < FAINT:
+        # and so is its colour: a tenth of a fill's difference from the background is a few levels, which a slight
+        # colour cast or noise moves toward another palette colour.
+        for prior in priors:
+            if not _in_place_of(prior, shape):
+                continue
+            faded = _faded(box_arr[core], plain[core], tone, prior.colour, prior.shade, prior.rgb)
+            if faded is not None and faded.alpha < FAINT and faded.residual <= fill.residual + FAINT_COLOUR:
+                fill = faded
+            break
     shape = replace(shape, colour=fill.colour, shade=fill.shade, alpha=round(fill.alpha, 3))
     return ShapeReading(shape, residual, fill.residual, len(ys), fill.palette)
 

@@ -322,3 +322,17 @@ def test_a_faint_ghost_under_noise_keeps_the_outline_of_the_shape_it_was(judge: 
 
     verdict = judge.judge([JudgeRequest("execution", sample.text, noisy(sample.image), noisy(sample.source))])[0]
     assert sample.score == 4 and verdict.score == 4, verdict.reasoning
+
+
+@pytest.mark.parametrize(("dimension", "index"), [("consistency", 30), ("execution", 41)])
+def test_an_edit_under_a_colour_cast_keeps_its_tinted_background_and_its_faint_ghost(
+    judge: ShapesWorldJudge, dimension: str, index: int
+) -> None:
+    # Of 100 test samples. Consistency 30: the edit darkened a checkered white background by 12 levels; with the cast
+    # the tint could not be read from green and red alone, so it read as plain light grey, "a different image"
+    # (1, truth 2). Execution 41: the faint ghost of a brown circle read as a faint red one under the cast, so the
+    # brown circle counted as removed (5, truth 4).
+    world = ShapesWorld(size=64, split="test")
+    sample = world.sample(dimension, index, world.targets(dimension, 100)[index])
+    request = JudgeRequest(dimension, sample.text, _channel_shift(sample.image), _channel_shift(sample.source))
+    assert judge.judge([request])[0].score == sample.score
