@@ -543,8 +543,10 @@ def _snap(arr_HWC: np.ndarray, bg: Background, washout: int, banding: int, radiu
     """Each pixel replaced by the palette colour (background, its texture ink, a shape colour) whose washed-out and
     banded look is nearest; with ``radius`` the colour distances are summed over a (2 radius + 1) square first."""
     h = arr_HWC.shape[0]
-    ink = tuple(round(c * 0.9) for c in bg.rgb)
-    palette_K3 = np.array([bg.rgb, ink, *COLOURS.values()], dtype=np.uint8)
+    # A plain background has no texture ink: offered it anyway, noise and blurred edges snap to it in specks that
+    # read as faint black shapes.
+    inks = [tuple(round(c * 0.9) for c in bg.rgb)] if bg.texture != "plain" else []
+    palette_K3 = np.array([bg.rgb, *inks, *COLOURS.values()], dtype=np.uint8)
     column = Image.fromarray(np.repeat(palette_K3[None], h, axis=0))  # one palette row per image row: banding ramps
     looks_HK3 = np.asarray(apply_pixels(column, Degradation(washout=washout, banding=banding)), dtype=np.float32)
     dist_HWK = np.abs(arr_HWC[:, :, None, :] - looks_HK3[:, None, :, :]).sum(axis=-1)

@@ -528,6 +528,8 @@ def _read_shape(
     cover = _cover(box_arr, box_bg, fill, tone, others, mine)
     if cover.sum() < 1.0:
         return None  # under a pixel's worth of this colour: a speck, not a shape
+    if not fill.palette and len(ys) < math.pi * (SPECK_R * size) ** 2:
+        return None  # a speck of no ShapesWorld colour: compression ringing or noise, not a shape or its remains
     shape, residual = fit_outline(cover, (x0, y0), size, mine)
     if shape.outline:
         fill, cover, shape, residual = _stroke(

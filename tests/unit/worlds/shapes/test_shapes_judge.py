@@ -336,3 +336,16 @@ def test_an_edit_under_a_colour_cast_keeps_its_tinted_background_and_its_faint_g
     sample = world.sample(dimension, index, world.targets(dimension, 100)[index])
     request = JudgeRequest(dimension, sample.text, _channel_shift(sample.image), _channel_shift(sample.source))
     assert judge.judge([request])[0].score == sample.score
+
+
+@pytest.mark.parametrize("index", [21, 56, 89])
+def test_noise_on_a_plain_background_leaves_no_faint_shapes_in_a_quality_reading(
+    judge: ShapesWorldJudge, index: int
+) -> None:
+    # Of 100 test quality samples, each with noise of severity 1-4 on a plain background. The scene was read from an
+    # image snapped to the palette, which offered the texture ink of a plain background: noise snapped to it in specks
+    # read as faint black shapes, and a generation draws none, so the verdict was refused.
+    world = ShapesWorld(size=64, split="test")
+    sample = world.sample("quality", index, world.targets("quality", 100)[index])
+    verdict = judge.judge([JudgeRequest("quality", sample.text, sample.image, None)])[0]
+    assert verdict.score == sample.score, verdict.invalid_reason
