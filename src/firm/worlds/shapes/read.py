@@ -627,7 +627,13 @@ def _cover(
     """How much of each pixel of the box ``fill`` covers (0-1): each pixel's share of the way from background to
     fill, kept to the component and its rim."""
     e = _shift(fill.rgb, round(18 * tone)) - box_bg
-    cover = ((box_arr - box_bg) * e).sum(axis=2) / np.maximum((e * e).sum(axis=2), 1.0) / fill.alpha
+    d = box_arr - box_bg
+    # A tone shift clips the background at 0 or 255 in red or blue while a mix with a darker fill is not clipped:
+    # such channels say nothing about the share (a faint ghost read a fifth too faint); the others decide.
+    clipped = (box_bg < 0.5) | (box_bg > 254.5)
+    clipped &= ~clipped.all(axis=2, keepdims=True)
+    e, d = np.where(clipped, 0.0, e), np.where(clipped, 0.0, d)
+    cover = (d * e).sum(axis=2) / np.maximum((e * e).sum(axis=2), 1.0) / fill.alpha
     cover = np.clip(cover, 0.0, 1.0)
     cover[others | ~_dilate(mine, 2)] = 0.0
     return cover

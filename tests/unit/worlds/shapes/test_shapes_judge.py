@@ -349,3 +349,14 @@ def test_noise_on_a_plain_background_leaves_no_faint_shapes_in_a_quality_reading
     sample = world.sample("quality", index, world.targets("quality", 100)[index])
     verdict = judge.judge([JudgeRequest("quality", sample.text, sample.image, None)])[0]
     assert verdict.score == sample.score, verdict.invalid_reason
+
+
+@pytest.mark.parametrize("index", [122, 179])
+def test_a_faint_ghost_under_a_tone_shift_is_read_at_its_opacity(judge: ShapesWorldJudge, index: int) -> None:
+    # Bench execution samples (of 200) on pale backgrounds whose edit also warmed the tone: the background's red
+    # clips at 255 while the ghost's mix does not, so red said the ghost covered a fifth less than it does, and the
+    # undegraded render was refused ("does not match any ShapesWorld outline").
+    world = ShapesWorld(size=64, split="bench")
+    sample = world.sample("execution", index, world.targets("execution", 200)[index])
+    verdict = judge.judge([JudgeRequest("execution", sample.text, sample.image, sample.source)])[0]
+    assert verdict.score == sample.score, verdict.invalid_reason
