@@ -20,7 +20,7 @@ from firm.worlds.shapes.grammar import instruction_ops
 from firm.worlds.shapes.judge import ShapesWorldJudge
 from firm.worlds.shapes.read import Unreadable, read_scene
 from firm.worlds.shapes.render import render
-from firm.worlds.shapes.scene import Scene, Shape
+from firm.worlds.shapes.scene import Background, Scene, Shape
 
 
 def _same_shapes(truth: Scene, read: Scene) -> list[str]:
@@ -62,9 +62,7 @@ def test_a_half_erased_shape_is_read_as_cut_where_the_source_had_it() -> None:
     assert read_scene(render(Scene(_bg(), (cut,)), 64)).scene.shapes[0].aspect != 1.0
 
 
-def _bg():
-    from firm.worlds.shapes.scene import Background
-
+def _bg() -> Background:
     return Background("white")
 
 
@@ -360,3 +358,12 @@ def test_a_faint_ghost_under_a_tone_shift_is_read_at_its_opacity(judge: ShapesWo
     sample = world.sample("execution", index, world.targets("execution", 200)[index])
     verdict = judge.judge([JudgeRequest("execution", sample.text, sample.image, sample.source)])[0]
     assert verdict.score == sample.score, verdict.invalid_reason
+
+
+def test_a_ring_straddling_pixel_edges_is_read_as_an_opaque_outline() -> None:
+    # Bench quality sample 5 (of 200), undegraded and refused: this square's one-pixel ring falls half on each of two
+    # pixel rows, so no pixel is covered over 0.75; it was not taken for an outline, and read 0.75 opaque instead.
+    truth = Shape(0, "square", "teal", 0.836, 0.695, 0.073, outline=True)
+    reading = read_scene(render(Scene(Background("light grey"), (truth,)), 64))
+    assert reading.reasons(exact_colours=True) == []
+    assert _same_shapes(Scene(Background("light grey"), (truth,)), reading.scene) == []
