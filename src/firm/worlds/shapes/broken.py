@@ -38,7 +38,7 @@ from firm.worlds.shapes.degrade import (
     apply_pixels,
 )
 from firm.worlds.shapes.outline import coverage
-from firm.worlds.shapes.read import SPECK_R, SceneReading
+from firm.worlds.shapes.read import SceneReading, speck_pixels
 from firm.worlds.shapes.render import outline_points, render, supersample
 from firm.worlds.shapes.scene import COLOURS, GAP, KINDS, SIZES, UPRIGHT, Scene, Shape
 
@@ -148,11 +148,10 @@ def read_broken(img_HWC: np.ndarray, reading: SceneReading, deg: Degradation) ->
     # A speck far smaller than any shape a generation draws is noise that the scene reading kept, not a shape.
     # So is a faint one smaller than any shape: a generation draws no faint shapes, while noise, marks and blur
     # leave faint specks.
-    speck = math.pi * (SPECK_R * size) ** 2
     kept = [
         i
         for i, r in enumerate(reading.shapes)
-        if r.pixels >= MIN_AREA * size * size and (r.shape.alpha == 1 or r.pixels >= speck)
+        if r.pixels >= MIN_AREA * size * size and (r.shape.alpha == 1 or r.pixels >= speck_pixels(size))
     ]
     # Noise moves a fill's mean off its palette colour by a few levels, which the reader keeps as the colour as
     # seen: a fill within one pixel spread of its palette colour is that colour (the templates then test the rest).

@@ -20,6 +20,7 @@ from firm.worlds.shapes.compare import judge_edit
 from firm.worlds.shapes.diff import count_unintended
 from firm.worlds.shapes.ops import OPS, Op, join_clauses
 from firm.worlds.shapes.rubric import Fulfilment, change_plans, consistency_score, execution_score, outcome_plans
+from firm.worlds.shapes.scene import BACKGROUNDS, COLOURS, KINDS, Scene, Shape, fits, place, random_shape, sample_scene
 
 __all__ = [
     "BACKGROUND_CONSISTENCY",
@@ -33,7 +34,6 @@ __all__ = [
     "execute",
     "sample_ops",
 ]
-from firm.worlds.shapes.scene import BACKGROUNDS, COLOURS, KINDS, Scene, Shape, fits, place, random_shape, sample_scene
 
 #: How often an instruction has one, two or three operations.
 OP_COUNTS = ((1, 0.55), (2, 0.3), (3, 0.15))

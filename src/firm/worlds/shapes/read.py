@@ -1,7 +1,7 @@
 """Read a ShapesWorld scene back from its pixels: the background first, then each shape by analysis-by-synthesis.
 
 1. **Background**: the commonest colour is explained as a palette background with a grey tint and a global tone
-   shift (the only ways ShapesWorld changes it); each texture is rendered and the best match wins.
+   shift (the only ways ShapesWorld changes it); each texture is rendered and the best match wins (``background``).
 2. **Shapes**: pixels that differ from that rendered background form connected components (ShapesWorld keeps shapes
    apart, so one component is one shape). A component's fill is fitted as a palette colour (or its near shade, or a
    faint tint toward another palette colour) composited over the background with some opacity, which turns every
@@ -18,20 +18,18 @@ import math
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
 
 import numpy as np
 from PIL import Image
 
+from firm.worlds.shapes.background import explanations, rendered, tone_shift
 from firm.worlds.shapes.outline import coverage, fit_cut, fit_outline
-from firm.worlds.shapes.render import MAX_SIZE, MIN_SIZE, render
-from firm.worlds.shapes.scene import BACKGROUNDS, COLOURS, RGB, SIZES, TEXTURES, Background, Scene, Shape, blend
+from firm.worlds.shapes.render import MAX_SIZE, MIN_SIZE
+from firm.worlds.shapes.scene import COLOURS, RGB, SIZES, Background, Scene, Shape, blend
 from firm.worlds.shapes.scene import near_shade as _near_shade
 
 #: A shape whose best outline misses this share of its coverage is reported as poorly read.
 POOR_FIT = 0.25
-#: Largest grey tint and tone shift (in levels) the background model explains.
-MAX_TINT, MAX_SHIFT = 20, 20
 #: Mean difference (levels) under which a fill is read as an opaque palette colour, shade or tint.
 OPAQUE_FIT = 4.0
 #: Median coverage of a shape's core pixels above which their mix with the background is read as blur at the edge of
@@ -50,6 +48,11 @@ FAINT_COLOUR = 2.0
 #: Radius (canvas fraction) under which a read shape is a speck, not a ShapesWorld shape: two thirds of the smallest
 #: radius drawn (0.075, less 5%); compression ringing read as a shape is about half of that.
 SPECK_R = 0.67 * 0.95 * min(SIZES.values())
+
+
+def speck_pixels(size: int) -> float:
+    """The pixels a speck of radius :data:`SPECK_R` covers in an image of side ``size``: fewer is no shape."""
+    return math.pi * (SPECK_R * size) ** 2
 
 
 class Unreadable(ValueError):
@@ -152,7 +155,12 @@ def read_scene(image: Image.Image, priors: Sequence[Shape] = ()) -> SceneReading
     """
     img = _prepare(image)
     arr = np.asarray(img, dtype=np.float32)
-    options = _backgrounds(arr)
+    mode, options = explanations(arr)
+    if not options:
+        raise Unreadable(
+            f"the commonest colour {tuple(round(float(c)) for c in mode)} is not a ShapesWorld background colour "
+            "(with a tint or a tone shift)"
+        )
     # A tint and a tone shift can also turn one palette background into another exactly (pale blue darkened is light
     # grey cooled); the tone shifts the shapes' colours too, the tint does not, so the shapes decide.
     readings = [(err, _read_over(arr, bg, tone, priors)) for err, bg, tone in options]
@@ -173,7 +181,7 @@ def _colour_error(reading: SceneReading) -> float:
 
 def _read_over(arr: np.ndarray, background: Background, tone: float, priors: Sequence[Shape]) -> SceneReading:
     size = arr.shape[0]
-    bg = _rendered_background(background, tone, size)
+    bg = rendered(background, tone, size)
     residual = np.abs(arr - bg).max(axis=2)
     noise = _noise(arr, bg, residual)
     threshold = max(7.0, 4.0 * noise)
@@ -205,127 +213,6 @@ def _prepare(image: Image.Image) -> Image.Image:
         even = img.width % 2 == 0
         img = img.reduce(2) if even else img.resize((MAX_SIZE // 2, MAX_SIZE // 2), Image.Resampling.BOX)
     return img
-
-
-# --- background --------------------------------------------------------------------------------------------------
-
-
-def _shift(rgb: np.ndarray, s: float) -> np.ndarray:
-    """The renderer's tone shift: red up, blue down by ``s`` levels, clipped."""
-    return np.clip(rgb + np.array([s, 0.0, -s], dtype=np.float32), 0, 255)
-
-
-def _backgrounds(arr: np.ndarray) -> list[tuple[float, Background, float]]:
-    """The background explanations (error, background, tone) of an image: the best, and any that tie with it."""
-    size = arr.shape[0]
-    mode = _mode_colour(arr)
-    found: list[tuple[float, Background, float]] = []
-    for name, base in BACKGROUNDS.items():
-        for tint, shift in _tint_and_shift(mode, np.array(base, dtype=np.float32)):
-            for texture in TEXTURES:
-                bg = Background(name, texture, (tint, tint, tint))
-                tone = shift / 18
-                rendered = _rendered_background(bg, tone, size)
-                err = float(np.minimum(np.abs(arr - rendered).max(axis=2), 40).mean())
-                # The plainest explanation wins unless another is clearly better.
-                found.append((err + 0.25 * (tint != 0) + 0.25 * (shift != 0), bg, tone))
-    if not found:
-        raise Unreadable(
-            f"the commonest colour {tuple(round(float(c)) for c in mode)} is not a ShapesWorld background colour "
-            "(with a tint or a tone shift)"
-        )
-    found.sort(key=lambda f: f[0])
-    # Within the parsimony penalty of the best, another palette colour is a real alternative (one of each colour).
-    # A plain palette background a few levels off (a colour cast) is one too: a cast can mimic another background
-    # under a tint and a tone, which shift the shapes' colours differently.
-    options: dict[str, tuple[float, Background, float]] = {}
-    for f in found:
-        plain = f[1].tint == (0, 0, 0) and f[2] == 0
-        if (f[0] <= found[0][0] + 0.6 or (plain and f[0] <= found[0][0] + 6)) and f[1].colour not in options:
-            options[f[1].colour] = f
-    return list(options.values())
-
-
-def _mode_colour(arr: np.ndarray) -> np.ndarray:
-    """The commonest colour: exact when one colour fills a good share of the image, else the mean of the commonest
-    bin 8 levels wide (robust to noise and compression)."""
-    exact = arr.astype(np.int32)
-    keys = (exact[..., 0] << 16) | (exact[..., 1] << 8) | exact[..., 2]
-    values, counts = np.unique(keys, return_counts=True)
-    if counts.max() >= 0.05 * keys.size:
-        top = int(values[np.argmax(counts)])
-        return np.array([top >> 16, (top >> 8) & 255, top & 255], dtype=np.float32)
-    q = (arr // 8).astype(np.int32)
-    keys = (q[..., 0] << 10) | (q[..., 1] << 5) | q[..., 2]
-    values, counts = np.unique(keys, return_counts=True)
-    top = values[np.argmax(counts)]
-    centre = arr[keys == top].mean(axis=0)
-    for _ in range(3):  # re-centre on every pixel near it, so a bin edge does not bias the mean under noise
-        near = np.abs(arr - centre).max(axis=2) <= 14
-        centre = arr[near].mean(axis=0)
-    return np.asarray(centre, dtype=np.float32)
-
-
-def _tint_and_shift(mode: np.ndarray, base: np.ndarray) -> Iterator[tuple[int, int]]:
-    """(tint, shift) pairs under which ``base`` renders as ``mode``, as the plain colour or as texture ink."""
-    for ink in (False, True):
-        scale = 0.9 if ink else 1.0
-        if float(np.abs((np.round(base * 0.9) if ink else base) - mode).max()) <= 6:
-            # A few levels off in any channel is a slight colour cast, compression or noise, not a tint or a tone
-            # (ShapesWorld's are 9 levels or more, and a tone moves red and blue together)
-            yield 0, 0
-            continue
-        cast = _cast_explained(mode, base, ink)
-        if cast is not None:
-            yield cast
-        tint = round(float(mode[1]) / scale - float(base[1]))
-        if not -MAX_TINT <= tint <= 2:
-            continue
-        shown = np.clip(base + tint, 0, 255)
-        shown = np.round(shown * 0.9) if ink else shown
-        # The tone shift moves red up and blue down; read it from whichever channel was not clipped.
-        shift = round(float(mode[0] - shown[0])) if mode[0] < 253 else round(float(shown[2] - mode[2]))
-        if abs(shift) > MAX_SHIFT:
-            continue
-        if float(np.abs(_shift(shown, shift) - mode).max()) <= 6:
-            # A level or four either way is compression or noise, not a tint or a tone (ShapesWorld's are 9 or more).
-            tint, shift = (0 if abs(tint) <= 4 else tint), (0 if abs(shift) <= 4 else shift)
-            # Ink is rounded after scaling and clipped channels hide part of a shift: neighbours render alike, so
-            # they are tried too and the whole background decides.
-            for dt in (0, -1, 1) if tint else (0,):
-                for ds in (0, -1, 1) if shift else (0,):
-                    yield tint + dt, shift + ds
-
-
-_TINTS_TRIED = np.array([0, *range(-9, -MAX_TINT - 1, -1)], dtype=np.float32)
-_SHIFTS_TRIED = np.array([0, *range(9, MAX_SHIFT + 1), *range(-9, -MAX_SHIFT - 1, -1)], dtype=np.float32)
-
-
-def _cast_explained(mode: np.ndarray, base: np.ndarray, ink: bool) -> tuple[int, int] | None:
-    """The ShapesWorld-sized tint and tone shift (9 levels or more, or none) under which ``base`` renders nearest
-    ``mode``, when a slight colour cast (6 levels or less per channel) explains the rest; None when none does.
-
-    The exact reading above takes the tint from green and the shift from red, which a cast on those channels throws
-    off; this looks at every tint and shift ShapesWorld draws."""
-    shown = np.clip(base[None, None, :] + _TINTS_TRIED[:, None, None], 0, 255)  # [T, 1, 3]
-    shown = np.round(shown * 0.9) if ink else shown
-    step = np.stack([_SHIFTS_TRIED, np.zeros_like(_SHIFTS_TRIED), -_SHIFTS_TRIED], axis=-1)  # [S, 3]
-    looks = np.clip(shown + step[None, :, :], 0, 255)  # [T, S, 3]
-    off = np.abs(looks - mode).max(axis=-1)
-    t, k = np.unravel_index(int(np.argmin(off)), off.shape)
-    if off[t, k] > 6 or (t == 0 and k == 0):
-        return None
-    return int(_TINTS_TRIED[t]), int(_SHIFTS_TRIED[k])
-
-
-@lru_cache(maxsize=128)
-def _rendered_background_cached(bg: Background, tone: float, size: int) -> bytes:
-    return render(Scene(bg, (), tone), size).tobytes()
-
-
-def _rendered_background(bg: Background, tone: float, size: int) -> np.ndarray:
-    data = _rendered_background_cached(bg, tone, size)
-    return np.frombuffer(data, dtype=np.uint8).reshape(size, size, 3).astype(np.float32)
 
 
 def _noise(arr: np.ndarray, bg: np.ndarray, residual: np.ndarray) -> float:
@@ -447,7 +334,7 @@ def _fit_fill(obs: np.ndarray, under: np.ndarray, under_plain: np.ndarray, tone:
     shift = round(18 * tone)
     opaque = min(
         (
-            (_opaque_residual(obs, under, _shift(np.array(rgb, dtype=np.float32), shift)), name, shade, rgb)
+            (_opaque_residual(obs, under, tone_shift(np.array(rgb, dtype=np.float32), shift)), name, shade, rgb)
             for name, shade, rgb in [*_PALETTE, *((name, rgb, rgb) for name, rgb in _TINTS)]
         ),
         key=lambda c: c[0],
@@ -523,12 +410,12 @@ def _read_shape(
     core = core if core.sum() >= 3 else mine
     strong = core & (diff >= 0.85 * diff[core].max())
     core = strong if strong.sum() >= 3 else core
-    plain = _rendered_background(background, 0.0, size)[y0:y1, x0:x1] if tone else box_bg
+    plain = rendered(background, 0.0, size)[y0:y1, x0:x1] if tone else box_bg
     fill = _fit_fill(box_arr[core], box_bg[core], plain[core], tone)
     cover = _cover(box_arr, box_bg, fill, tone, others, mine)
     if cover.sum() < 1.0:
         return None  # under a pixel's worth of this colour: a speck, not a shape
-    if not fill.palette and len(ys) < math.pi * (SPECK_R * size) ** 2:
+    if not fill.palette and len(ys) < speck_pixels(size):
         return None  # a speck of no ShapesWorld colour: compression ringing or noise, not a shape or its remains
     shape, residual = fit_outline(cover, (x0, y0), size, mine)
     if shape.outline:
@@ -604,7 +491,7 @@ def _stroke(
             cover = _cover(box_arr, box_bg, cand, tone, others, mine)
             fitted, residual = fit_outline(cover, origin, size, mine)
         drawn = coverage(fitted, size, origin, (w, h))[..., None] * cand.alpha
-        model = box_bg + drawn * (_shift(cand.rgb, round(18 * tone)) - box_bg)
+        model = box_bg + drawn * (tone_shift(cand.rgb, round(18 * tone)) - box_bg)
         err = float(np.abs(model - box_arr)[near].mean())
         if best is None or err < best[0]:
             best = (err, cand, cover, fitted, residual)
@@ -616,7 +503,7 @@ def _stroke(
         stroke = mine & (drawn >= 0.5)
         if stroke.sum():
             unmixed = box_bg[stroke] + (box_arr[stroke] - box_bg[stroke]) / drawn[stroke][:, None]
-            target = _shift(chosen.rgb, round(18 * tone))
+            target = tone_shift(chosen.rgb, round(18 * tone))
             chosen = replace(chosen, residual=float(np.abs(unmixed - target).mean()))
     return chosen, cover, fitted, residual
 
@@ -626,7 +513,7 @@ def _cover(
 ) -> np.ndarray:
     """How much of each pixel of the box ``fill`` covers (0-1): each pixel's share of the way from background to
     fill, kept to the component and its rim."""
-    e = _shift(fill.rgb, round(18 * tone)) - box_bg
+    e = tone_shift(fill.rgb, round(18 * tone)) - box_bg
     d = box_arr - box_bg
     # A tone shift clips the background at 0 or 255 in red or blue while a mix with a darker fill is not clipped:
     # such channels say nothing about the share (a faint ghost read a fifth too faint); the others decide.
